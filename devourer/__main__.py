@@ -1,0 +1,5 @@
+"""`python -m devourer` is the same as the `devourer` command."""
+
+from devourer.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,181 @@
+"""Command line: configargparse -> one frozen Settings -> the engine -> exit status.
+
+Every ``capture`` flag can also come from the environment (``DEVOURER_<FLAG>``,
+e.g. ``DEVOURER_FLOW_TIMEOUT=60s``) or from a config file (``-c FILE``, lines of
+``flag = value``); precedence is flag > environment > config file > default.
+A wrong flag or value is one line on stderr and exit status 2.
+"""
+
+import os
+import re
+import socket
+import sys
+
+import configargparse
+
+from devourer import __version__
+from devourer.errors import EXIT_USAGE, DevourerError, UsageError
+from devourer.settings import Settings
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(us|ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_SIZE = re.compile(r"^\s*(\d+)\s*([kKmMgG]i?[bB]?|[bB])?\s*$")
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def parse_duration(text: str) -> float:
+    """'10s', '2m', '1h', '500ms', '1.5' (seconds) -> seconds."""
+    m = _DURATION.match(str(text))
+    if not m:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 10s, 2m, 1h, 500ms)")
+    return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+
+
+def parse_size(text: str) -> int:
+    """'64M', '1G', '65536' -> bytes."""
+    m = _SIZE.match(str(text))
+    if not m:
+        raise ValueError(f"not a size: {text!r} (use e.g. 65536, 64M, 1G)")
+    unit = (m.group(2) or "")[:1].lower()
+    return int(m.group(1)) * _SIZE_UNITS[unit]
+
+
+def _typed(fn, what):
+    def convert(text):
+        try:
+            return fn(text)
+        except ValueError as e:
+            raise configargparse.ArgumentTypeError(str(e)) from None
+    convert.__name__ = what
+    return convert
+
+
+def _positive_int(text: str) -> int:
+    v = int(text)
+    if v < 1:
+        raise ValueError(f"must be at least 1, got {v}")
+    return v
+
+
+def _bool(text: str) -> bool:
+    t = str(text).strip().lower()
+    if t in ("1", "true", "yes", "on"):
+        return True
+    if t in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {text!r} (use true or false)")
+
+
+class _Parser(configargparse.ArgumentParser):
+    """argparse prints usage and the error on two lines; we print one."""
+
+    def error(self, message):
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.exit(EXIT_USAGE)
+
+
+def default_workers() -> int:
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+def build_parser() -> _Parser:
+    parser = _Parser(prog="devourer", description="Bidirectional network flow collector: reads packets with "
+                     "libpcap (live or from files), writes one JSON record per flow.")
+    parser.add_argument("--version", action="version", version=f"devourer {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.add_parser("version", help="print the version and exit")
+    cap = sub.add_parser(
+        "capture", help="capture packets and write flow records",
+        description="Capture packets from an interface (-i) or capture files (-r, repeatable) and write one JSON "
+                    "record per bidirectional flow. Every flag can also be set as DEVOURER_<FLAG> in the "
+                    "environment or as 'flag = value' in a config file (-c); flag > env > file > default.",
+        auto_env_var_prefix="DEVOURER_", args_for_setting_config_path=["-c", "--config"],
+        config_arg_help_message="config file of 'flag = value' lines (e.g. conf/devourer.conf)",
+        formatter_class=configargparse.ArgumentDefaultsHelpFormatter)
+    src = cap.add_argument_group("input")
+    src.add_argument("-i", "--interface", help="capture live from this network interface")
+    src.add_argument("-r", "--read-file", action="append", metavar="FILE",
+                     help="read this pcap or pcapng file ('-' for stdin); repeat for several, read in order")
+    src.add_argument("--bpf", metavar="FILTER", help="BPF filter expression (tcpdump syntax); rejected packets are "
+                     "counted as filtered")
+    src.add_argument("--snaplen", type=_typed(_positive_int, "snaplen"), default=262144,
+                     help="live: bytes captured per packet")
+    src.add_argument("--promisc", type=_typed(_bool, "boolean"), default=True, metavar="BOOL",
+                     help="live: put the interface in promiscuous mode")
+    src.add_argument("--buffer-size", type=_typed(parse_size, "size"), default="64M",
+                     help="live: kernel capture buffer size")
+    out = cap.add_argument_group("output")
+    out.add_argument("-o", "--output", choices=["stdout", "file"], default="stdout",
+                     help="where flow records go")
+    out.add_argument("-w", "--write-file", metavar="PATH", help="with -o file: JSON-lines file to append to")
+    out.add_argument("-s", "--stat-interval", type=_typed(parse_duration, "duration"), default="0",
+                     help="print a statistics line on stderr this often (e.g. 10s); 0: never")
+    out.add_argument("--sensor-id", default=socket.gethostname(),
+                     help="name of this sensor; part of every flow id and written as 'sensor'")
+    flows = cap.add_argument_group("flows")
+    flows.add_argument("--flow-timeout", type=_typed(parse_duration, "duration"), default="120s",
+                       help="a flow idle this long (packet time) is written out")
+    flows.add_argument("--active-timeout", type=_typed(parse_duration, "duration"), default="1800s",
+                       help="a flow longer than this is cut and written in segments; 0 disables")
+    flows.add_argument("--max-flows", type=_typed(_positive_int, "count"), default=4_000_000,
+                       help="flows held in memory at most (all workers); when full the longest-idle are "
+                            "written early (end_reason evicted)")
+    eng = cap.add_argument_group("engine")
+    eng.add_argument("--workers", type=_typed(_positive_int, "count"), default=default_workers(),
+                     help="flow-table worker processes")
+    eng.add_argument("--batch-size", type=_typed(_positive_int, "count"), default=4096,
+                     help="packets read from libpcap per batch")
+    eng.add_argument("--ring-size", type=_typed(_positive_int, "count"), default=65536,
+                     help="packet records per worker ring (rounded up to a power of two)")
+    eng.add_argument("--shutdown-timeout", type=_typed(parse_duration, "duration"), default="60s",
+                     help="on SIGTERM/SIGINT, wait this long for the orderly drain before killing")
+    return parser
+
+
+def settings_from_args(args) -> Settings:
+    files = tuple(args.read_file or ())
+    if args.interface and files:
+        raise UsageError("give either -i/--interface or -r/--read-file, not both")
+    if not args.interface and not files:
+        raise UsageError("nothing to capture from: give -i INTERFACE or -r FILE")
+    if args.output == "file" and not args.write_file:
+        raise UsageError("-o file needs -w/--write-file PATH")
+    if args.write_file and args.output != "file":
+        raise UsageError("-w/--write-file is only used with -o file")
+    for name in ("flow_timeout", "active_timeout"):
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must not be negative")
+    if args.flow_timeout == 0:
+        raise UsageError("--flow-timeout must be greater than 0")
+    ring = 1 << max(0, (args.ring_size - 1).bit_length())
+    return Settings(
+        read_files=files, interface=args.interface, output=args.output, write_file=args.write_file,
+        stat_interval_s=args.stat_interval, workers=args.workers, flow_timeout_s=args.flow_timeout,
+        active_timeout_s=args.active_timeout, max_flows=args.max_flows, bpf=args.bpf, snaplen=args.snaplen,
+        promisc=args.promisc, buffer_size=args.buffer_size, batch_packets=args.batch_size, ring_slots=ring,
+        sensor_id=args.sensor_id, shutdown_timeout_s=args.shutdown_timeout)
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "version":
+        print(f"devourer {__version__}")
+        return 0
+    if args.command != "capture":
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        settings = settings_from_args(args)
+        from devourer.engine.supervisor import run
+
+        return run(settings)
+    except DevourerError as e:
+        print(f"devourer: error: {e}", file=sys.stderr)
+        return e.exit_status
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,269 @@
+"""The supervisor: opens sources, builds the topology, runs and stops the children.
+
+Modelled on gunicorn's arbiter: signal handlers only record the signal; one
+loop reacts to signals, reaps children and prints statistics. Shutdown is an
+orderly drain -- capture stops reading and closes the rings, workers flush
+every flow, the exporter writes them, then everyone exits -- bounded by
+``--shutdown-timeout`` after which stragglers are killed.
+
+Exit status: 0 when every process ended cleanly (also after SIGTERM/SIGINT),
+EXIT_DAMAGED when a capture file was damaged (flows before the damage are
+written), EXIT_FAILURE when a child died or the output failed.
+"""
+
+import logging
+import os
+import queue as queue_mod
+import signal
+import sys
+import time
+
+from devourer.engine.topology import Topology
+from devourer.errors import EXIT_DAMAGED, EXIT_FAILURE, EXIT_OK
+from devourer.flow import table as T
+from devourer.ipc import wire
+from devourer.outputs import check_output, open_sink
+from devourer.packet import layout as L
+from devourer.procs import capture as capture_proc
+from devourer.procs.common import CTL_ABORT, CTL_STOP, become_child
+from devourer.procs.exporter import E_FLOWS_WRITTEN, E_WRITE_FAILED, ExporterLoop
+from devourer.procs.worker import WorkerLoop
+from devourer.settings import Settings
+
+log = logging.getLogger(__name__)
+TICK_S = 0.1
+
+
+def _warm_up(settings: Settings) -> None:
+    """Compile (or load from cache) the hot loops once, before forking, so children inherit them."""
+    import numpy as np
+
+    from devourer.flow.table import FlowTable
+    from devourer.packet.decode import BatchDecoder
+
+    counters = np.zeros(L.N_CAPTURE_COUNTERS, np.int64)
+    dec = BatchDecoder(4, 1, counters)
+    pkt = bytes.fromhex("ffffffffffff0200000000010800450000280001000040060000c0a80001c0a80002" "0050d43100000000000000005002000000000000")
+    meta = np.array([[1, 0, 0, len(pkt)]], np.uint32).tobytes()
+    n = dec.decode(pkt, meta, np.array([len(pkt)], np.uint32), 1, 262144)
+    table = FlowTable(1, 1, 10, lambda rows: None)
+    table.ingest(dec.records[:n])
+    table.tick(10**7)
+    table.flush()
+    from devourer.packet.capfile import walk_pcap, walk_pcapng  # noqa: F401  (compiled on first use; cheap)
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, out=sys.stderr):
+        self.settings = settings
+        self.out = out
+        self.signals: list[int] = []
+        self.children: dict[str, object] = {}
+        self.exit_status = EXIT_OK
+        self.messages: list[str] = []
+        self.stopping_since: float | None = None
+        self.damaged = False
+        self.failed = False
+
+    # ---- signals: handlers only record
+    def _on_signal(self, signum, frame) -> None:
+        self.signals.append(signum)
+
+    def _install_signals(self) -> None:
+        for s in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(s, self._on_signal)
+
+    # ---- children
+    def _start(self, topo: Topology, sources) -> None:
+        ctx = topo.ctx
+        settings = self.settings
+        supervisor_pid = os.getpid()
+
+        def report(text: str) -> None:
+            topo.reports.put(text)
+
+        def exporter_main():
+            parent = become_child()
+            sink = open_sink(settings)
+            loop = ExporterLoop(sink, settings.sensor_id, topo.export_queue, topo.n_workers,
+                                topo.exporter_counters, parent, report)
+            code = loop.run()
+            topo.export_queue.close()
+            topo.export_queue.join_thread()
+            os._exit(code)
+
+        def worker_main(i: int):
+            parent = become_child()
+            loop = WorkerLoop(i, settings, topo.rings[i], topo.export_queue, topo.worker_counters[i],
+                              topo.control, parent)
+            code = loop.run()
+            topo.export_queue.close()
+            topo.export_queue.join_thread()
+            os._exit(code)
+
+        def capture_main():
+            stop = {"flag": False}
+
+            def on_term(signum, frame):
+                stop["flag"] = True
+
+            become_child(on_term)
+            loop = capture_proc.CaptureLoop(
+                settings, topo.rings, topo.capture_counters,
+                stop_requested=lambda: stop["flag"] or bool(topo.control[CTL_STOP]),
+                abort_requested=lambda: bool(topo.control[CTL_ABORT]),
+                report=report)
+            code = loop.run(sources)
+            topo.reports.close()
+            topo.reports.join_thread()
+            os._exit(code)
+
+        self.children["exporter"] = ctx.Process(target=exporter_main, name="devourer-exporter")
+        for i in range(topo.n_workers):
+            self.children[f"worker {i}"] = ctx.Process(target=worker_main, args=(i,), name=f"devourer-worker-{i}")
+        self.children["capture"] = ctx.Process(target=capture_main, name="devourer-capture")
+        for p in self.children.values():
+            p.start()
+        del supervisor_pid
+
+    def _request_stop(self, topo: Topology) -> None:
+        if self.stopping_since is None:
+            self.stopping_since = time.monotonic()
+            topo.control[CTL_STOP] = 1
+            cap = self.children.get("capture")
+            if cap is not None and cap.exitcode is None:
+                try:
+                    os.kill(cap.pid, signal.SIGTERM)  # interrupts a blocking read from a pipe
+                except ProcessLookupError:
+                    pass
+
+    def _abort(self, topo: Topology) -> None:
+        topo.control[CTL_ABORT] = 1
+        self._request_stop(topo)
+
+    def _reap(self, topo: Topology) -> None:
+        for role, p in self.children.items():
+            if p.exitcode is None or getattr(p, "_devourer_seen", False):
+                continue
+            p._devourer_seen = True
+            code = p.exitcode
+            if role == "capture":
+                for r in topo.rings:  # whatever happened, workers must see the end of their input
+                    r.close_producer()
+                if code == EXIT_DAMAGED:
+                    self.damaged = True
+                    continue
+            if code == 0:
+                continue
+            how = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
+            self.messages.append(f"devourer: {role} (pid {p.pid}) {how}")
+            self.failed = True
+            if role.startswith("worker"):
+                topo.export_queue.put(wire.lost(int(role.split()[1])))
+            self._abort(topo)
+
+    def _drain_reports(self, topo: Topology) -> None:
+        while True:
+            try:
+                text = topo.reports.get_nowait()
+            except (queue_mod.Empty, OSError, ValueError):
+                return
+            self.messages.append(f"devourer: {text}")
+            if text.startswith("exporter:"):
+                self.failed = True
+
+    # ---- statistics
+    def _totals(self, topo: Topology) -> dict:
+        c = topo.capture_counters
+        packets_in_flows = sum(int(w[T.K_PACKETS]) for w in topo.worker_counters)
+        return {
+            "read": int(c[L.C_READ]) + int(c[L.C_FILTERED]),
+            "bytes": int(c[L.C_BYTES]),
+            "in_flows": packets_in_flows,
+            "non_ip": int(c[L.C_NON_IP]),
+            "malformed": int(c[L.C_MALFORMED]),
+            "unmatched_fragments": int(c[L.C_FRAG_UNMATCHED]),
+            "filtered": int(c[L.C_FILTERED]),
+            "ring_dropped": int(c[L.C_RING_DROPPED]),
+            "kernel_dropped": int(c[L.C_KERNEL_DROPPED]),
+            "active_flows": sum(int(w[T.K_ACTIVE]) for w in topo.worker_counters),
+            "flows_written": int(topo.exporter_counters[E_FLOWS_WRITTEN]),
+            "exporter_dropped": int(topo.exporter_counters[E_WRITE_FAILED]),
+            "evicted": sum(int(w[T.K_EVICTED]) for w in topo.worker_counters),
+        }
+
+    def _stats_line(self, prev: dict, now: dict, dt: float) -> str:
+        pps = (now["read"] - prev["read"]) / dt
+        bps = (now["bytes"] - prev["bytes"]) * 8 / dt
+        return (f"devourer: stats: {pps:,.0f} packets/s, {bps / 1e6:,.2f} Mbit/s, {now['active_flows']:,} active flows, "
+                f"{now['flows_written']:,} flows written; drops: kernel {now['kernel_dropped']:,}, "
+                f"ring {now['ring_dropped']:,}, exporter {now['exporter_dropped']:,}")
+
+    def summary_line(self, t: dict) -> str:
+        return (f"devourer: summary: {t['read']:,} packets read = {t['in_flows']:,} in flows + "
+                f"{t['non_ip']:,} non-IP + {t['malformed']:,} malformed + "
+                f"{t['unmatched_fragments']:,} unmatched fragments + {t['filtered']:,} filtered + "
+                f"{t['ring_dropped']:,} dropped; {t['flows_written']:,} flows written "
+                f"({t['evicted']:,} evicted early, {t['exporter_dropped']:,} lost at the output); "
+                f"kernel dropped {t['kernel_dropped']:,}")
+
+    # ---- main loop
+    def run(self) -> int:
+        settings = self.settings
+        sources = capture_proc.open_sources(settings)
+        check_output(settings)
+        _warm_up(settings)
+        topo = Topology(settings)
+        self._install_signals()
+        try:
+            self._start(topo, sources)
+            topo.unlink()  # children hold the mappings now; nothing of ours stays in /dev/shm
+            self._loop(topo)
+        finally:
+            topo.unlink()
+            for p in self.children.values():
+                if p.exitcode is None:
+                    p.kill()
+                    p.join(5)
+        self._drain_reports(topo)
+        for m in self.messages:
+            print(m, file=self.out)
+        totals = self._totals(topo)
+        print(self.summary_line(totals), file=self.out, flush=True)
+        if self.failed:
+            return EXIT_FAILURE
+        if self.damaged:
+            return EXIT_DAMAGED
+        return EXIT_OK
+
+    def _loop(self, topo: Topology) -> None:
+        settings = self.settings
+        interval = settings.stat_interval_s
+        last_stats_t = time.monotonic()
+        prev = self._totals(topo)
+        while True:
+            while self.signals:
+                self.signals.pop(0)
+                self._request_stop(topo)
+            self._reap(topo)
+            self._drain_reports(topo)
+            if all(p.exitcode is not None for p in self.children.values()):
+                return
+            now = time.monotonic()
+            if self.stopping_since is not None and now - self.stopping_since > settings.shutdown_timeout_s:
+                self.messages.append(f"devourer: shutdown took longer than {settings.shutdown_timeout_s:g}s; "
+                                     "killing what is left")
+                self.failed = True
+                for p in self.children.values():
+                    if p.exitcode is None:
+                        p.kill()
+                continue
+            if interval > 0 and now - last_stats_t >= interval:
+                cur = self._totals(topo)
+                print(self._stats_line(prev, cur, now - last_stats_t), file=self.out, flush=True)
+                prev, last_stats_t = cur, now
+            time.sleep(TICK_S)
+
+
+def run(settings: Settings) -> int:
+    return Supervisor(settings).run()

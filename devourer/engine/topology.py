@@ -1,0 +1,53 @@
+"""What the engine is made of for one run: rings, counters, queues, and their names.
+
+Built by the supervisor before it forks; every child gets the pieces it uses.
+Shared-memory names are ``devourer-<supervisor pid>-<what>`` so that a segment
+in /dev/shm always says whose it is.
+"""
+
+import os
+
+import multiprocess
+
+from devourer.flow.table import N_WORKER_COUNTERS
+from devourer.ipc.ring import Ring, SharedCounters
+from devourer.packet import layout as L
+from devourer.procs.common import N_CONTROL
+from devourer.procs.exporter import N_EXPORTER_COUNTERS
+from devourer.settings import Settings
+
+EXPORT_QUEUE_BATCHES = 256
+SHM_PREFIX = "devourer-"
+
+
+class Topology:
+    def __init__(self, settings: Settings):
+        self.ctx = multiprocess.get_context("fork")
+        self.n_workers = settings.workers
+        tag = f"{SHM_PREFIX}{os.getpid()}"
+        self.rings = [Ring(f"{tag}-ring{i}", settings.ring_slots, L.RECORD_BYTES) for i in range(self.n_workers)]
+        words = N_CONTROL + L.N_CAPTURE_COUNTERS + self.n_workers * N_WORKER_COUNTERS + N_EXPORTER_COUNTERS
+        try:
+            self.shared = SharedCounters(f"{tag}-counters", words)
+        except BaseException:
+            self.unlink()
+            raise
+        at = 0
+        self.control = self.shared.region(at, N_CONTROL)
+        at += N_CONTROL
+        self.capture_counters = self.shared.region(at, L.N_CAPTURE_COUNTERS)
+        at += L.N_CAPTURE_COUNTERS
+        self.worker_counters = []
+        for _ in range(self.n_workers):
+            self.worker_counters.append(self.shared.region(at, N_WORKER_COUNTERS))
+            at += N_WORKER_COUNTERS
+        self.exporter_counters = self.shared.region(at, N_EXPORTER_COUNTERS)
+        self.export_queue = self.ctx.Queue(EXPORT_QUEUE_BATCHES)
+        self.reports = self.ctx.Queue()
+
+    def unlink(self) -> None:
+        """Remove every segment name (mappings held by live processes stay valid)."""
+        for r in self.rings:
+            r.unlink()
+        if hasattr(self, "shared"):
+            self.shared.unlink()

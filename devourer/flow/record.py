@@ -1,0 +1,60 @@
+"""The flow row: one flow's state as 16 u64 words, in the table and on the wire.
+
+Workers keep flows in this layout and send expired ones to the exporter in the
+same layout (raw bytes in a msgpack envelope); the exporter turns rows into the
+record of DESIGN.md §4 (``outputs.format``).
+
+    word  field
+    0-1   addr_a     16 address bytes, network order (IPv4 in the first 4)
+    2-3   addr_b
+    4     key        port_a | port_b<<16 | vlan<<32 | proto<<48 | v6<<56 | occupied<<63
+    5     key_hash
+    6     first_ts   microseconds
+    7     last_ts
+    8     a_bytes    what endpoint A sent (wire bytes)
+    9     b_bytes
+    10    a_packets
+    11    b_packets
+    12    mac_a      A's MAC in the low 48 bits, bit 63 when known
+    13    mac_b
+    14    state      bit0 src is B; bit1 established; bits 8-15 A's TCP flags; 16-23 B's;
+                     24-31 ICMP type; 32-39 ICMP code (of the first packet)
+    15    end_reason one of END_* (rows leaving the table only)
+"""
+
+import numpy as np
+
+FLOW_WORDS = 16
+F_ADDR_A = 0
+F_ADDR_B = 2
+F_KEY = 4
+F_HASH = 5
+F_FIRST = 6
+F_LAST = 7
+F_A_BYTES = 8
+F_B_BYTES = 9
+F_A_PKTS = 10
+F_B_PKTS = 11
+F_MAC_A = 12
+F_MAC_B = 13
+F_STATE = 14
+F_END = 15
+
+OCCUPIED = np.uint64(1 << 63)
+ST_SRC_IS_B = 1
+ST_ESTABLISHED = 2
+
+END_IDLE = 1
+END_ACTIVE = 2
+END_SHUTDOWN = 3
+END_EVICTED = 4
+END_REASONS = {END_IDLE: "idle", END_ACTIVE: "active", END_SHUTDOWN: "shutdown", END_EVICTED: "evicted"}
+
+
+def key_word(port_a: int, port_b: int, vlan: int, proto: int, v6: bool) -> int:
+    return port_a | port_b << 16 | vlan << 32 | proto << 48 | int(v6) << 56 | 1 << 63
+
+
+def unpack_key(word: int):
+    """(port_a, port_b, vlan, proto, v6) from a key word."""
+    return word & 0xFFFF, (word >> 16) & 0xFFFF, (word >> 32) & 0xFFFF, (word >> 48) & 0xFF, bool((word >> 56) & 1)

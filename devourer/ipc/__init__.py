@@ -1,0 +1,1 @@
+"""Inter-process plumbing: shared-memory rings and counters, the msgpack wire format."""

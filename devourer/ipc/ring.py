@@ -1,0 +1,162 @@
+"""Single-producer/single-consumer ring of fixed-size slots in shared memory.
+
+The supervisor creates every ring before it forks the processes that use it;
+producer and consumer work on the inherited mapping, so no process attaches by
+name and the supervisor can unlink the segment as soon as its children run
+(nothing of ours stays in /dev/shm, whatever happens to the processes later).
+
+Byte layout of a segment (all words little-endian u64):
+
+    word 0    magic  0x4456524752494E47 ("DVRGRING")
+    word 1    version (1)
+    word 2    slot_bytes
+    word 3    capacity (slots, a power of two)
+    word 8    head      slots ever written (producer only)
+    word 9    clock_us  producer's packet clock after its last complete batch
+    word 10   closed    1 once the producer will write no more
+    word 16   tail      slots ever read (consumer only; own cache line)
+    byte 256  capacity * slot_bytes of slot data
+
+Synchronization is one store per batch: the producer copies a batch, then
+publishes ``head``; the consumer copies what lies below ``head``, then
+publishes ``tail``. That order is enough on x86-64 (total store order), which is
+what devourer runs on; a weakly ordered CPU would need fences here.
+"""
+
+import time
+
+import numpy as np
+from multiprocess import shared_memory
+
+MAGIC = 0x4456524752494E47
+VERSION = 1
+HEADER_BYTES = 256
+H_MAGIC, H_VERSION, H_SLOT, H_CAP = 0, 1, 2, 3
+H_HEAD, H_CLOCK, H_CLOSED = 8, 9, 10
+H_TAIL = 16
+
+
+class Ring:
+    """One SPSC ring. Create it in the supervisor; use it in the forked children."""
+
+    def __init__(self, name: str, slots: int, slot_bytes: int):
+        if slots & (slots - 1):
+            raise ValueError("ring slots must be a power of two")
+        self.name = name
+        self._shm = shared_memory.SharedMemory(name=name, create=True, size=HEADER_BYTES + slots * slot_bytes)
+        self._hdr = np.ndarray((HEADER_BYTES // 8,), np.uint64, self._shm.buf, 0)
+        self._data = np.ndarray((slots, slot_bytes), np.uint8, self._shm.buf, HEADER_BYTES)
+        self._hdr[:] = 0
+        self._hdr[H_MAGIC] = MAGIC
+        self._hdr[H_VERSION] = VERSION
+        self._hdr[H_SLOT] = slot_bytes
+        self._hdr[H_CAP] = slots
+        self.capacity = slots
+        self._mask = slots - 1
+        self._unlinked = False
+
+    # ---- producer side
+    def free_slots(self) -> int:
+        return self.capacity - int(self._hdr[H_HEAD] - self._hdr[H_TAIL])
+
+    def try_write(self, records: np.ndarray) -> bool:
+        """Write all records or none (live capture drops a batch that does not fit)."""
+        n = records.shape[0]
+        if n > self.free_slots():
+            return False
+        self._copy_in(records)
+        return True
+
+    def write(self, records: np.ndarray, should_abort, idle=time.sleep) -> bool:
+        """Write all records, waiting for space (lossless replay). False if aborted."""
+        done = 0
+        n = records.shape[0]
+        pause = 1e-5
+        while done < n:
+            free = self.free_slots()
+            if free == 0:
+                if should_abort():
+                    return False
+                idle(pause)
+                pause = min(pause * 2, 2e-3)
+                continue
+            k = min(free, n - done)
+            self._copy_in(records[done:done + k])
+            done += k
+            pause = 1e-5
+        return True
+
+    def _copy_in(self, records: np.ndarray) -> None:
+        head = int(self._hdr[H_HEAD])
+        n = records.shape[0]
+        at = head & self._mask
+        first = min(n, self.capacity - at)
+        self._data[at:at + first] = records[:first]
+        if first < n:
+            self._data[: n - first] = records[first:]
+        self._hdr[H_HEAD] = head + n  # publish after the copy
+
+    def publish_clock(self, clock_us: int) -> None:
+        self._hdr[H_CLOCK] = max(int(self._hdr[H_CLOCK]), int(clock_us))
+
+    def close_producer(self) -> None:
+        self._hdr[H_CLOSED] = 1
+
+    # ---- consumer side
+    def clock_us(self) -> int:
+        return int(self._hdr[H_CLOCK])
+
+    def closed(self) -> bool:
+        return bool(self._hdr[H_CLOSED])
+
+    def pending(self) -> int:
+        return int(self._hdr[H_HEAD] - self._hdr[H_TAIL])
+
+    def read_into(self, out: np.ndarray) -> int:
+        """Copy up to len(out) slots into out; returns how many."""
+        tail = int(self._hdr[H_TAIL])
+        n = min(int(self._hdr[H_HEAD]) - tail, out.shape[0])
+        if n <= 0:
+            return 0
+        at = tail & self._mask
+        first = min(n, self.capacity - at)
+        out[:first] = self._data[at:at + first]
+        if first < n:
+            out[first:n] = self._data[: n - first]
+        self._hdr[H_TAIL] = tail + n  # release after the copy
+        return n
+
+    # ---- owner
+    def unlink(self) -> None:
+        """Remove the name from /dev/shm; mappings already made stay valid."""
+        if not self._unlinked:
+            self._unlinked = True
+            try:
+                self._shm.unlink()
+            except FileNotFoundError:
+                pass
+
+
+class SharedCounters:
+    """An int64 array in shared memory, sliced into named regions per process.
+
+    Every process writes only its own region (the arrays its compiled loops
+    update in place), the supervisor only reads, so no locking is needed."""
+
+    def __init__(self, name: str, words: int):
+        self.name = name
+        self._shm = shared_memory.SharedMemory(name=name, create=True, size=max(8, words * 8))
+        self.array = np.ndarray((words,), np.int64, self._shm.buf, 0)
+        self.array[:] = 0
+        self._unlinked = False
+
+    def region(self, start: int, length: int) -> np.ndarray:
+        return self.array[start:start + length]
+
+    def unlink(self) -> None:
+        if not self._unlinked:
+            self._unlinked = True
+            try:
+                self._shm.unlink()
+            except FileNotFoundError:
+                pass

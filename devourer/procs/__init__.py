@@ -1,0 +1,1 @@
+"""The engine's processes: each a thin ``main()`` around a core that is testable alone."""

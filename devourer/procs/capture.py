@@ -1,0 +1,253 @@
+"""The capture process: libpcap -> batch decode -> one ring per worker.
+
+``open_sources`` runs in the supervisor before any process starts, so a missing
+file, a file that is not a capture, an unknown interface or missing privileges
+is reported at once as one line (and the handles are inherited by the forked
+capture process). ``CaptureLoop`` is the core: read a batch with pcapy-ng
+``next_batch``, decode it (``packet.decode``), split the records by worker and
+copy each worker's share into its ring, one copy per worker per batch.
+
+Replaying files is lossless (a full ring makes capture wait); live capture never
+waits on a ring: a batch that does not fit is dropped and counted.
+"""
+
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pcapy
+
+from devourer.errors import DamagedCaptureError, SourceError, UsageError
+from devourer.packet import layout as L
+from devourer.packet.capfile import RecordWalker
+from devourer.packet.decode import SUPPORTED_DATALINKS, BatchDecoder
+from devourer.settings import Settings
+
+LIVE_TIMEOUT_MS = 100
+IDLE_CLOCK_AFTER_S = 1.0  # live: with no packets for this long, packet time advances with the wall clock
+KERNEL_STATS_EVERY_S = 1.0
+
+
+@dataclass
+class Source:
+    """One opened capture source (a file or an interface)."""
+
+    name: str
+    handle: object
+    datalink: int
+    snaplen: int
+    live: bool
+    path: str | None = None
+    bpf: object | None = None  # compiled filter applied per packet when replaying files
+
+
+def _pcap_reason(e: Exception) -> str:
+    return str(e).strip() or e.__class__.__name__
+
+
+def open_file(path: str, settings: Settings) -> Source:
+    if path != "-" and not os.path.exists(path):
+        raise SourceError(f"capture file {path}: no such file")
+    if path != "-" and os.path.isdir(path):
+        raise SourceError(f"capture file {path}: is a directory")
+    if path != "-" and not os.access(path, os.R_OK):
+        raise SourceError(f"capture file {path}: permission denied")
+    try:
+        handle = pcapy.open_offline(path)
+    except pcapy.PcapError as e:
+        raise SourceError(f"capture file {path}: {_pcap_reason(e)}") from None
+    datalink = handle.datalink()
+    if datalink not in SUPPORTED_DATALINKS:
+        raise SourceError(f"capture file {path}: unsupported link type {datalink}")
+    bpf = None
+    if settings.bpf:
+        try:
+            bpf = pcapy.compile(datalink, settings.snaplen, settings.bpf, 1, 0)
+        except pcapy.PcapError as e:
+            raise UsageError(f"invalid --bpf filter {settings.bpf!r}: {_pcap_reason(e)}") from None
+    return Source(path, handle, datalink, 262144, False, path=path, bpf=bpf)
+
+
+def open_interface(name: str, settings: Settings) -> Source:
+    try:
+        handle = pcapy.create(name)
+        handle.set_snaplen(settings.snaplen)
+        handle.set_promisc(1 if settings.promisc else 0)
+        handle.set_timeout(LIVE_TIMEOUT_MS)
+        handle.set_buffer_size(settings.buffer_size)
+        handle.activate()
+    except pcapy.PcapError as e:
+        reason = _pcap_reason(e)
+        if "ermission" in reason or "not permitted" in reason:
+            raise SourceError(f"interface {name}: {reason} (run as root or grant CAP_NET_RAW and CAP_NET_ADMIN)") from None
+        raise SourceError(f"interface {name}: {reason}") from None
+    datalink = handle.datalink()
+    if datalink not in SUPPORTED_DATALINKS:
+        raise SourceError(f"interface {name}: unsupported link type {datalink}")
+    if settings.bpf:
+        try:
+            handle.setfilter(settings.bpf)
+        except pcapy.PcapError as e:
+            raise UsageError(f"invalid --bpf filter {settings.bpf!r}: {_pcap_reason(e)}") from None
+    return Source(name, handle, datalink, settings.snaplen, True)
+
+
+def open_sources(settings: Settings) -> list[Source]:
+    if settings.interface:
+        return [open_interface(settings.interface, settings)]
+    return [open_file(p, settings) for p in settings.read_files]
+
+
+class CaptureLoop:
+    """Reads sources in order and feeds the worker rings.
+
+    ``stop_requested`` and ``abort_requested`` are callables polled once per
+    batch (and while waiting for ring space). ``report(text)`` sends one line
+    to the supervisor (damage, read errors)."""
+
+    def __init__(self, settings: Settings, rings, counters: np.ndarray, stop_requested, abort_requested, report):
+        self.settings = settings
+        self.rings = rings
+        self.counters = counters
+        self.stop_requested = stop_requested
+        self.abort_requested = abort_requested
+        self.report = report
+        self.decoder = BatchDecoder(settings.batch_packets, len(rings), counters)
+        self.damaged = False
+
+    # ---- reading
+    def _read_file_batch(self, src: Source, walker):
+        """(data, meta, wire) of the next batch of a file, or None at its end."""
+        k = self.settings.batch_packets
+        wire = None
+        if walker is not None:
+            wire, caps = walker.peek(k)
+            k = len(wire)
+            if k == 0:
+                if walker.damaged:
+                    raise DamagedCaptureError(
+                        f"capture file {src.name} is damaged at byte {walker.damage_offset}: "
+                        "the file ends inside a packet record; every packet before it was counted")
+                return None
+        try:
+            data, meta = src.handle.next_batch(k)
+        except pcapy.PcapError as e:
+            if self.stop_requested():  # a signal interrupted a read from a pipe
+                return None
+            raise DamagedCaptureError(f"capture file {src.name}: {_pcap_reason(e)}") from None
+        if not meta:
+            return None
+        if walker is not None:
+            got = len(meta) // 16
+            if got != k:
+                raise DamagedCaptureError(f"capture file {src.name}: libpcap returned {got} records where {k} were expected")
+            walker.commit(k)
+        if src.bpf is not None:
+            data, meta, wire = self._apply_bpf(src, data, meta, wire)
+        return data, meta, wire
+
+    def _apply_bpf(self, src: Source, data: bytes, meta: bytes, wire):
+        m = np.frombuffer(meta, np.uint32).reshape(-1, 4)
+        keep = np.fromiter((src.bpf.filter(data[o:o + c]) != 0 for o, c in zip(m[:, 2].tolist(), m[:, 3].tolist())),
+                           np.bool_, m.shape[0])
+        self.counters[L.C_FILTERED] += int((~keep).sum())
+        return data, m[keep].tobytes(), None if wire is None else wire[keep]
+
+    # ---- dispatch
+    def _dispatch(self, n: int, live: bool) -> None:
+        recs = self.decoder.records[:n]
+        rings = self.rings
+        if len(rings) == 1:
+            parts = [(0, recs)]
+        else:
+            w = self.decoder.worker_of[:n]
+            order = np.argsort(w, kind="stable")
+            recs = recs[order]
+            bounds = np.searchsorted(w[order], np.arange(len(rings) + 1))
+            parts = [(i, recs[bounds[i]:bounds[i + 1]]) for i in range(len(rings)) if bounds[i + 1] > bounds[i]]
+        for i, part in parts:
+            if live:
+                if not rings[i].try_write(part):
+                    self.counters[L.C_RING_DROPPED] += part.shape[0]
+                    continue
+            elif not rings[i].write(part, self.abort_requested):
+                return
+            self.counters[L.C_DISPATCHED] += part.shape[0]
+
+    def _publish_clock(self) -> None:
+        clock = int(self.decoder.clock[0])
+        self.counters[L.C_CLOCK_US] = clock
+        for r in self.rings:
+            r.publish_clock(clock)
+
+    # ---- loops
+    def run_file(self, src: Source) -> None:
+        walker = RecordWalker(src.path, self.settings.batch_packets) if RecordWalker.supports(src.path) else None
+        try:
+            while not self.stop_requested() and not self.abort_requested():
+                batch = self._read_file_batch(src, walker)
+                if batch is None:
+                    break
+                data, meta, wire = batch
+                n = self.decoder.decode(data, meta, wire, src.datalink, src.snaplen)
+                self._dispatch(n, live=False)
+                self._publish_clock()
+        finally:
+            if walker is not None:
+                walker.close()
+
+    def run_live(self, src: Source) -> None:
+        last_packet_mono = time.monotonic()
+        last_packet_clock = 0
+        last_stats = 0.0
+        while not self.stop_requested() and not self.abort_requested():
+            try:
+                data, meta = src.handle.next_batch(self.settings.batch_packets)
+            except pcapy.PcapError as e:
+                if self.stop_requested():
+                    break
+                raise DamagedCaptureError(f"interface {src.name}: {_pcap_reason(e)}") from None
+            now = time.monotonic()
+            if meta:
+                n = self.decoder.decode(data, meta, None, src.datalink, src.snaplen)
+                self._dispatch(n, live=True)
+                last_packet_mono = now
+                last_packet_clock = int(self.decoder.clock[0])
+            elif last_packet_clock and now - last_packet_mono > IDLE_CLOCK_AFTER_S:
+                # no traffic: let packet time run on with the wall clock so idle flows expire
+                self.decoder.clock[0] = max(int(self.decoder.clock[0]),
+                                            last_packet_clock + int((now - last_packet_mono) * 1e6))
+            elif not last_packet_clock and not meta:
+                self.decoder.clock[0] = max(int(self.decoder.clock[0]), int(time.time() * 1e6))
+            self._publish_clock()
+            if now - last_stats > KERNEL_STATS_EVERY_S:
+                self._kernel_stats(src)
+                last_stats = now
+        self._kernel_stats(src)
+
+    def _kernel_stats(self, src: Source) -> None:
+        try:
+            recv, drop, ifdrop = src.handle.stats()
+        except pcapy.PcapError:
+            return
+        self.counters[L.C_KERNEL_DROPPED] = drop + ifdrop
+
+    def run(self, sources: list[Source]) -> int:
+        """Read every source; returns 0, or EXIT_DAMAGED's status after damage."""
+        try:
+            for src in sources:
+                if self.stop_requested() or self.abort_requested():
+                    break
+                if src.live:
+                    self.run_live(src)
+                else:
+                    self.run_file(src)
+        except DamagedCaptureError as e:
+            self.report(str(e))
+            self.damaged = True
+        finally:
+            self._publish_clock()
+            for r in self.rings:
+                r.close_producer()
+        return DamagedCaptureError.exit_status if self.damaged else 0

@@ -1,0 +1,26 @@
+"""What every child process does the same way: signals, parent watch, control words."""
+
+import os
+import signal
+
+# control words (a SharedCounters region written by the supervisor only)
+CTL_STOP = 0  # orderly stop: capture stops reading, everyone drains
+CTL_ABORT = 1  # a process died: stop waiting for space or peers
+N_CONTROL = 4
+
+
+def become_child(handle_term=None) -> int:
+    """Set up signals in a freshly forked child; returns the parent's pid.
+
+    Ctrl-C reaches the whole process group, but only the supervisor decides how
+    to stop, so children ignore SIGINT; SIGTERM goes to ``handle_term`` or is
+    ignored too (the supervisor drains children through the rings instead)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, handle_term if handle_term else signal.SIG_IGN)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    return os.getppid()
+
+
+def orphaned(parent_pid: int) -> bool:
+    """True once the supervisor is gone (we were re-parented)."""
+    return os.getppid() != parent_pid

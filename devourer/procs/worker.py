@@ -1,0 +1,76 @@
+"""A worker process: drains its ring into its flow-table shard, sends expired flows.
+
+The core is ``flow.table.FlowTable``; this module only moves records from the
+ring to the table and expired rows to the exporter's queue, and turns the end
+of the ring (capture closed it) into a final flush.
+"""
+
+import queue as queue_mod
+import time
+
+from devourer.flow.table import FlowTable
+from devourer.ipc import wire
+from devourer.packet import layout as L
+from devourer.procs.common import CTL_ABORT, orphaned
+from devourer.settings import Settings
+
+PUT_TIMEOUT_S = 0.5
+
+
+class WorkerLoop:
+    def __init__(self, index: int, settings: Settings, ring, out_queue, counters, control, parent_pid: int):
+        self.index = index
+        self.ring = ring
+        self.queue = out_queue
+        self.control = control
+        self.parent_pid = parent_pid
+        per_worker_max = max(1, settings.max_flows // max(1, settings.workers))
+        self.table = FlowTable(settings.idle_timeout_us, settings.active_timeout_us, per_worker_max, self._send)
+        self.table.counters = counters
+        self.buf = L.empty_records(settings.batch_packets)
+        self.lost_output = False
+
+    def _send(self, rows) -> None:
+        message = wire.flows(self.index, rows)
+        while True:
+            try:
+                self.queue.put(message, timeout=PUT_TIMEOUT_S)
+                return
+            except queue_mod.Full:
+                if self.control[CTL_ABORT] or orphaned(self.parent_pid):
+                    self.lost_output = True
+                    return
+
+    def run(self) -> int:
+        pause = 1e-4
+        last_clock = 0
+        while True:
+            clock = self.ring.clock_us()  # read before the ring: every record up to it is then in or behind us
+            n = self.ring.read_into(self.buf)
+            if n:
+                self.table.ingest(self.buf[:n])
+                pause = 1e-4
+                continue
+            if self.ring.closed() and self.ring.pending() == 0:
+                break
+            if orphaned(self.parent_pid):
+                return 1
+            if clock > last_clock:
+                self.table.tick(clock)
+                last_clock = clock
+            time.sleep(pause)
+            pause = min(pause * 2, 5e-3)
+        self.table.tick(self.ring.clock_us())
+        self.table.flush()
+        self._send_done()
+        return 0
+
+    def _send_done(self) -> None:
+        message = wire.done(self.index)
+        while True:
+            try:
+                self.queue.put(message, timeout=PUT_TIMEOUT_S)
+                return
+            except queue_mod.Full:
+                if self.control[CTL_ABORT] or orphaned(self.parent_pid):
+                    return

@@ -1,0 +1,38 @@
+"""The frozen settings object every process receives (built only by the CLI)."""
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Settings:
+    read_files: tuple[str, ...] = ()
+    interface: str | None = None
+    output: str = "stdout"  # stdout | file
+    write_file: str | None = None
+    stat_interval_s: float = 0.0  # 0: no periodic stats line
+    workers: int = 1
+    flow_timeout_s: float = 120.0
+    active_timeout_s: float = 1800.0  # 0 disables
+    max_flows: int = 4_000_000  # per engine, shared out between the workers
+    bpf: str | None = None
+    snaplen: int = 262144
+    promisc: bool = True
+    buffer_size: int = 64 << 20  # kernel capture buffer, bytes
+    batch_packets: int = 4096
+    ring_slots: int = 1 << 16  # per worker ring, packet records
+    sensor_id: str = ""
+    shutdown_timeout_s: float = 60.0
+    quiet: bool = False
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def live(self) -> bool:
+        return self.interface is not None
+
+    @property
+    def idle_timeout_us(self) -> int:
+        return int(self.flow_timeout_s * 1_000_000)
+
+    @property
+    def active_timeout_us(self) -> int:
+        return int(self.active_timeout_s * 1_000_000)
