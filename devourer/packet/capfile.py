@@ -26,7 +26,8 @@ PCAP_MAGICS = {
     b"\x4d\x3c\xb2\xa1": False, b"\xa1\xb2\x3c\x4d": True,  # nanoseconds
 }
 PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
-MAX_RECORD_BYTES = 1 << 24  # a record claiming more than 16 MiB is damage, not a packet
+MAX_RECORD_BYTES = 1 << 24
+RELEASE_EVERY_BYTES = 32 << 20  # a record claiming more than 16 MiB is damage, not a packet
 
 ST_OK = 0
 ST_EOF = 1
@@ -138,6 +139,7 @@ class RecordWalker:
         self._end = np.zeros(batch_packets, np.int64)
         self._state = np.zeros(batch_packets + 1, np.bool_)
         self._peeked = 0
+        self._released = 0
         self.damaged = False
         self.damage_offset = -1
 
@@ -173,6 +175,12 @@ class RecordWalker:
         self._pos = int(self._end[m - 1])
         if self.is_pcapng:
             self._swapped = bool(self._state[m])
+        if self._pos - self._released >= RELEASE_EVERY_BYTES:
+            # Pages already walked are still page cache, but would count in our RSS
+            # until the map closes; drop them from this process as we go.
+            upto = self._pos & ~(mmap.PAGESIZE - 1)
+            self._map.madvise(mmap.MADV_DONTNEED, self._released, upto - self._released)
+            self._released = upto
 
     def close(self) -> None:
         self._buf = None
