@@ -20,11 +20,21 @@ record of DESIGN.md §4 (``outputs.format``).
     14    state      bit0 src is B; bit1 established; bits 8-15 A's TCP flags; 16-23 B's;
                      24-31 ICMP type; 32-39 ICMP code (of the first packet)
     15    end_reason one of END_* (rows leaving the table only)
+
+Rows inside the table have two more words, the capture clock (running maximum
+of packet time) at the flow's first and last packet. Expiry compares clocks
+only, so a capture whose timestamps step backwards (concatenated traces) keeps
+grouping packets instead of expiring every flow at once; the reported times
+stay the packets' own.
+
+    16    first_clock
+    17    last_clock
 """
 
 import numpy as np
 
-FLOW_WORDS = 16
+FLOW_WORDS = 16  # rows sent to the exporter
+TABLE_WORDS = 18  # rows kept in the table
 F_ADDR_A = 0
 F_ADDR_B = 2
 F_KEY = 4
@@ -39,6 +49,8 @@ F_MAC_A = 12
 F_MAC_B = 13
 F_STATE = 14
 F_END = 15
+F_FIRST_CLOCK = 16
+F_LAST_CLOCK = 17
 
 OCCUPIED = np.uint64(1 << 63)
 ST_SRC_IS_B = 1

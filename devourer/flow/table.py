@@ -6,10 +6,10 @@ placed by the key hash that capture computed. The hot loops are compiled; the
 ``FlowTable`` class around them only sizes buffers, grows the table and evicts.
 
 Time is data: every packet record carries ``clock_us``, capture's running
-maximum of packet time, and expiry compares only that clock with flow times.
-A flow is over once the clock passes ``last + idle`` (idle) or
-``first + active`` (active); the next packet of its key then starts a new
-flow. ``scan`` finds the same flows early, a bounded number of slots per call,
+maximum of packet time, and expiry compares only that clock with the clock
+values stored at the flow's first and last packet. A flow is over once the
+clock passes ``last + idle`` (idle) or ``first + active`` (active); the next
+packet of its key then starts a new flow. ``scan`` finds the same flows early, a bounded number of slots per call,
 so records do not depend on when a scan ran, on the batch size or on how many
 workers share the key space (see DESIGN.md §3, determinism).
 """
@@ -68,7 +68,7 @@ def _delete(tab, i):
             elif home > i or home <= j:
                 continue
             break
-        for w in range(R.FLOW_WORDS):
+        for w in range(R.TABLE_WORDS):
             tab[i, w] = tab[j, w]
         i = j
 
@@ -82,6 +82,8 @@ def _init(tab, s, r64, r16, r8, i, keyw):
     ts = r64[i, L.W_TS]
     tab[s, R.F_FIRST] = ts
     tab[s, R.F_LAST] = ts
+    tab[s, R.F_FIRST_CLOCK] = r64[i, L.W_CLOCK]
+    tab[s, R.F_LAST_CLOCK] = r64[i, L.W_CLOCK]
     for w in range(R.F_A_BYTES, R.F_MAC_A):
         tab[s, w] = 0
     from_b = (r8[i, L.B_FLAGS] & L.FLAG_FROM_B) != 0
@@ -121,9 +123,9 @@ def ingest(tab, count, r64, r16, r8, start, n, idle_us, active_us, max_flows, ou
         clk = np.int64(r64[i, L.W_CLOCK])
         if tab[s, R.F_KEY] != 0:
             reason = 0
-            if clk - np.int64(tab[s, R.F_LAST]) > idle_us:
+            if clk - np.int64(tab[s, R.F_LAST_CLOCK]) > idle_us:
                 reason = R.END_IDLE
-            elif active_us > 0 and clk - np.int64(tab[s, R.F_FIRST]) > active_us:
+            elif active_us > 0 and clk - np.int64(tab[s, R.F_FIRST_CLOCK]) > active_us:
                 reason = R.END_ACTIVE
             if reason != 0:  # the old flow is over: emit it, this packet starts a new one in place
                 _emit(tab, s, reason, out, out_n)
@@ -143,6 +145,9 @@ def ingest(tab, count, r64, r16, r8, start, n, idle_us, active_us, max_flows, ou
         ts = r64[i, L.W_TS]
         if np.int64(ts) > np.int64(tab[s, R.F_LAST]):
             tab[s, R.F_LAST] = ts
+        elif np.int64(ts) < np.int64(tab[s, R.F_FIRST]):
+            tab[s, R.F_FIRST] = ts
+        tab[s, R.F_LAST_CLOCK] = r64[i, L.W_CLOCK]
         wl = np.uint64(r32_wire(r64, i))
         st = tab[s, R.F_STATE]
         from_b = (r8[i, L.B_FLAGS] & L.FLAG_FROM_B) != 0
@@ -187,9 +192,9 @@ def scan(tab, count, cursor, budget, clock_us, idle_us, active_us, out, out_n, c
             break
         while tab[i, R.F_KEY] != 0 and out_n < out_cap:
             reason = 0
-            if clock_us - np.int64(tab[i, R.F_LAST]) > idle_us:
+            if clock_us - np.int64(tab[i, R.F_LAST_CLOCK]) > idle_us:
                 reason = R.END_IDLE
-            elif active_us > 0 and clock_us - np.int64(tab[i, R.F_FIRST]) > active_us:
+            elif active_us > 0 and clock_us - np.int64(tab[i, R.F_FIRST_CLOCK]) > active_us:
                 reason = R.END_ACTIVE
             if reason == 0:
                 break
@@ -218,11 +223,11 @@ def drain(tab, count, start, clock_us, idle_us, active_us, only_before_us, reaso
     while i < size:
         if out_n >= out_cap:
             return i, count, out_n
-        if tab[i, R.F_KEY] != 0 and (only_before_us < 0 or np.int64(tab[i, R.F_LAST]) <= only_before_us):
+        if tab[i, R.F_KEY] != 0 and (only_before_us < 0 or np.int64(tab[i, R.F_LAST_CLOCK]) <= only_before_us):
             reason = reason_default
-            if clock_us - np.int64(tab[i, R.F_LAST]) > idle_us:
+            if clock_us - np.int64(tab[i, R.F_LAST_CLOCK]) > idle_us:
                 reason = R.END_IDLE
-            elif active_us > 0 and clock_us - np.int64(tab[i, R.F_FIRST]) > active_us:
+            elif active_us > 0 and clock_us - np.int64(tab[i, R.F_FIRST_CLOCK]) > active_us:
                 reason = R.END_ACTIVE
             _emit(tab, i, reason, out, out_n)
             out_n += 1
@@ -249,7 +254,7 @@ def rehash(old, new):
             s = np.int64(old[i, R.F_HASH] & np.uint64(mask))
             while new[s, R.F_KEY] != 0:
                 s = (s + 1) & mask
-            for w in range(R.FLOW_WORDS):
+            for w in range(R.TABLE_WORDS):
                 new[s, w] = old[i, w]
 
 
@@ -266,7 +271,7 @@ class FlowTable:
         self.active_us = int(active_timeout_us)
         self.max_flows = max(1, int(max_flows))
         self.emit = emit
-        self.tab = np.zeros((initial_slots, R.FLOW_WORDS), np.uint64)
+        self.tab = np.zeros((initial_slots, R.TABLE_WORDS), np.uint64)
         self.count = 0
         self.out = np.zeros((out_rows, R.FLOW_WORDS), np.uint64)
         self.out_n = 0
@@ -334,7 +339,7 @@ class FlowTable:
             self._flush_out()
 
     def _grow(self) -> None:
-        new = np.zeros((self.tab.shape[0] * 2, R.FLOW_WORDS), np.uint64)
+        new = np.zeros((self.tab.shape[0] * 2, R.TABLE_WORDS), np.uint64)
         rehash(self.tab, new)
         self.tab = new
         self.cursor = 0
@@ -342,7 +347,7 @@ class FlowTable:
     def _evict(self) -> None:
         """Table full: expire the oldest-idle eighth early (end_reason evicted)."""
         occupied = self.tab[:, R.F_KEY] != 0
-        lasts = self.tab[occupied, R.F_LAST].astype(np.int64)
+        lasts = self.tab[occupied, R.F_LAST_CLOCK].astype(np.int64)
         k = max(1, len(lasts) // 8)
         threshold = int(np.partition(lasts, k - 1)[k - 1])
         self._drain(threshold, R.END_EVICTED)

@@ -1,0 +1,66 @@
+"""Shared test helpers: where the corpus is, and running devourer as a real subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("DEVOURER_SHARED", REPO.parent / "shared"))
+PCAPS = SHARED / "pcaps"
+REFERENCE = PCAPS / "reference"
+GENPCAP = SHARED / "bench" / "genpcap.py"
+DEVOURER = [sys.executable, "-m", "devourer"]
+
+
+def corpus_files():
+    return sorted(p.name for p in PCAPS.iterdir() if p.suffix in (".pcap", ".pcapng"))
+
+
+def run_devourer(*args, env=None, timeout=300, **kw):
+    """Run `devourer ARGS` to completion; returns CompletedProcess (text)."""
+    full_env = dict(os.environ)
+    full_env.pop("PYTHONWARNINGS", None)
+    if env:
+        full_env.update(env)
+    return subprocess.run([*DEVOURER, *map(str, args)], capture_output=True, text=True, env=full_env,
+                          timeout=timeout, cwd=kw.pop("cwd", REPO), **kw)
+
+
+def parse_records(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def capture_records(pcap, *extra, tmp_path=None):
+    """Replay pcap with -o file, return (records, completed process)."""
+    out = Path(tmp_path) / f"flows-{os.getpid()}-{len(list(Path(tmp_path).iterdir()))}.jsonl"
+    proc = run_devourer("capture", "-r", pcap, "-o", "file", "-w", out, *extra)
+    records = parse_records(out.read_text()) if out.exists() else []
+    return records, proc
+
+
+def our_shm_segments():
+    try:
+        return sorted(n for n in os.listdir("/dev/shm") if n.startswith("devourer-"))
+    except FileNotFoundError:
+        return []
+
+
+@pytest.fixture
+def no_shm_leftovers():
+    before = set(our_shm_segments())
+    yield
+    left = set(our_shm_segments()) - before
+    assert not left, f"shared-memory segments left behind: {sorted(left)}"
+
+
+@pytest.fixture(scope="session")
+def small_capture(tmp_path_factory):
+    """genpcap.py --packets 100000 --flows 5000 --seed 1 (the conservation capture)."""
+    path = tmp_path_factory.mktemp("bench") / "small.pcap"
+    subprocess.run([sys.executable, str(GENPCAP), "--packets", "100000", "--flows", "5000", "--seed", "1", str(path)],
+                   check=True, capture_output=True)
+    return path

@@ -1,0 +1,84 @@
+"""Builds real packet bytes and pcap files for tests (Ethernet/802.1Q, IPv4/IPv6, TCP/UDP/ICMP)."""
+
+import ipaddress
+import struct
+
+
+def mac(text: str) -> bytes:
+    return bytes(int(x, 16) for x in text.split(":"))
+
+
+def ethernet(src_mac: str, dst_mac: str, ethertype: int, payload: bytes, vlan: int | None = None) -> bytes:
+    head = mac(dst_mac) + mac(src_mac)
+    if vlan is not None:
+        head += struct.pack("!HH", 0x8100, vlan)
+    frame = head + struct.pack("!H", ethertype) + payload
+    return frame + b"\0" * max(0, 60 - len(frame))
+
+
+def _csum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def ipv4(src: str, dst: str, proto: int, payload: bytes, ident: int = 1, frag_offset: int = 0, more_frags: bool = False,
+         options: bytes = b"", total_len: int | None = None) -> bytes:
+    ihl = 5 + len(options) // 4
+    flags = (0x2000 if more_frags else 0) | (frag_offset // 8)
+    length = total_len if total_len is not None else ihl * 4 + len(payload)
+    head = struct.pack("!BBHHHBBH4s4s", 0x40 | ihl, 0, length, ident, flags, 64, proto, 0,
+                       ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed) + options
+    head = head[:10] + struct.pack("!H", _csum(head)) + head[12:]
+    return head + payload
+
+
+def ipv6(src: str, dst: str, next_header: int, payload: bytes) -> bytes:
+    return struct.pack("!IHBB16s16s", 6 << 28, len(payload), next_header, 64,
+                       ipaddress.IPv6Address(src).packed, ipaddress.IPv6Address(dst).packed) + payload
+
+
+def tcp(sport: int, dport: int, flags: int = 0x10, payload: bytes = b"", seq: int = 0) -> bytes:
+    return struct.pack("!HHIIBBHHH", sport, dport, seq, 0, 0x50, flags, 65535, 0, 0) + payload
+
+
+def udp(sport: int, dport: int, payload: bytes = b"") -> bytes:
+    return struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+
+
+def icmp(icmp_type: int, code: int = 0, ident: int = 1, seq: int = 1, payload: bytes = b"") -> bytes:
+    return struct.pack("!BBHHH", icmp_type, code, 0, ident, seq) + payload
+
+
+def write_pcap(path, packets, linktype: int = 1, snaplen: int = 262144) -> None:
+    """packets: iterable of (ts_seconds_float, frame bytes[, wire_len])."""
+    with open(path, "wb") as f:
+        f.write(pcap_header(linktype, snaplen))
+        for p in packets:
+            f.write(pcap_record(*p))
+
+
+def pcap_header(linktype: int = 1, snaplen: int = 262144) -> bytes:
+    return struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, snaplen, linktype)
+
+
+def pcap_record(ts: float, frame: bytes, wire_len: int | None = None) -> bytes:
+    sec = int(ts)
+    usec = int(round((ts - sec) * 1e6))
+    return struct.pack("<IIII", sec, usec, len(frame), wire_len or len(frame)) + frame
+
+
+def read_pcap_records(path):
+    """Independent reader of classic little-endian pcap: [(ts_us, caplen, wire_len, frame)]."""
+    out = []
+    with open(path, "rb") as f:
+        data = f.read()
+    pos = 24
+    while pos + 16 <= len(data):
+        sec, usec, caplen, wire = struct.unpack_from("<IIII", data, pos)
+        out.append((sec * 1_000_000 + usec, caplen, wire, data[pos + 16:pos + 16 + caplen]))
+        pos += 16 + caplen
+    return out
