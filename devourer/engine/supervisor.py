@@ -62,6 +62,7 @@ class Supervisor:
         self.exit_status = EXIT_OK
         self.messages: list[str] = []
         self.stopping_since: float | None = None
+        self.last_nudge = 0.0
         self.damaged = False
         self.failed = False
 
@@ -83,7 +84,7 @@ class Supervisor:
             topo.reports.put(text)
 
         def exporter_main():
-            parent = become_child()
+            parent = become_child("exporter")
             sink = open_sink(settings)
             loop = ExporterLoop(sink, settings.sensor_id, topo.export_queue, topo.n_workers,
                                 topo.exporter_counters, parent, report)
@@ -93,7 +94,7 @@ class Supervisor:
             os._exit(code)
 
         def worker_main(i: int):
-            parent = become_child()
+            parent = become_child(f"worker-{i}")
             loop = WorkerLoop(i, settings, topo.rings[i], topo.export_queue, topo.worker_counters[i],
                               topo.control, parent)
             code = loop.run()
@@ -107,7 +108,7 @@ class Supervisor:
             def on_term(signum, frame):
                 stop["flag"] = True
 
-            become_child(on_term)
+            become_child("capture", on_term)
             loop = capture_proc.CaptureLoop(
                 settings, topo.rings, topo.capture_counters,
                 stop_requested=lambda: stop["flag"] or bool(topo.control[CTL_STOP]),
@@ -130,12 +131,18 @@ class Supervisor:
         if self.stopping_since is None:
             self.stopping_since = time.monotonic()
             topo.control[CTL_STOP] = 1
-            cap = self.children.get("capture")
-            if cap is not None and cap.exitcode is None:
-                try:
-                    os.kill(cap.pid, signal.SIGTERM)  # interrupts a blocking read from a pipe
-                except ProcessLookupError:
-                    pass
+            self._nudge_capture()
+
+    def _nudge_capture(self) -> None:
+        """SIGTERM the capture process: it interrupts a read blocked on a pipe. Repeated
+        while stopping, in case the first one landed just before the read began."""
+        cap = self.children.get("capture")
+        if cap is not None and cap.exitcode is None:
+            try:
+                os.kill(cap.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        self.last_nudge = time.monotonic()
 
     def _abort(self, topo: Topology) -> None:
         topo.control[CTL_ABORT] = 1
@@ -250,6 +257,8 @@ class Supervisor:
             if all(p.exitcode is not None for p in self.children.values()):
                 return
             now = time.monotonic()
+            if self.stopping_since is not None and now - self.last_nudge > 1.0:
+                self._nudge_capture()
             if self.stopping_since is not None and now - self.stopping_since > settings.shutdown_timeout_s:
                 self.messages.append(f"devourer: shutdown took longer than {settings.shutdown_timeout_s:g}s; "
                                      "killing what is left")

@@ -50,6 +50,20 @@ def _emit(tab, s, reason, out, out_n):
     out[out_n, R.F_END] = reason
 
 
+@numba.njit(cache=True, inline="always")
+def _due(tab, s, clock_us, idle_us, active_us):
+    """END_IDLE or END_ACTIVE if the flow in slot s is over at clock_us, else 0.
+
+    The reason is whichever deadline came first, not what holds at clock_us, so
+    that a flow found by a scan and one found by its next packet end the same way."""
+    idle_at = np.int64(tab[s, R.F_LAST_CLOCK]) + idle_us
+    if active_us > 0:
+        active_at = np.int64(tab[s, R.F_FIRST_CLOCK]) + active_us
+        if active_at < idle_at:
+            return R.END_ACTIVE if clock_us > active_at else 0
+    return R.END_IDLE if clock_us > idle_at else 0
+
+
 @numba.njit(cache=True)
 def _delete(tab, i):
     """Remove slot i, shifting later members of its probe run back (no tombstones)."""
@@ -122,11 +136,7 @@ def ingest(tab, count, r64, r16, r8, start, n, idle_us, active_us, max_flows, ou
             s = (s + 1) & mask
         clk = np.int64(r64[i, L.W_CLOCK])
         if tab[s, R.F_KEY] != 0:
-            reason = 0
-            if clk - np.int64(tab[s, R.F_LAST_CLOCK]) > idle_us:
-                reason = R.END_IDLE
-            elif active_us > 0 and clk - np.int64(tab[s, R.F_FIRST_CLOCK]) > active_us:
-                reason = R.END_ACTIVE
+            reason = _due(tab, s, clk, idle_us, active_us)
             if reason != 0:  # the old flow is over: emit it, this packet starts a new one in place
                 _emit(tab, s, reason, out, out_n)
                 out_n += 1
@@ -191,11 +201,7 @@ def scan(tab, count, cursor, budget, clock_us, idle_us, active_us, out, out_n, c
         if out_n >= out_cap:
             break
         while tab[i, R.F_KEY] != 0 and out_n < out_cap:
-            reason = 0
-            if clock_us - np.int64(tab[i, R.F_LAST_CLOCK]) > idle_us:
-                reason = R.END_IDLE
-            elif active_us > 0 and clock_us - np.int64(tab[i, R.F_FIRST_CLOCK]) > active_us:
-                reason = R.END_ACTIVE
+            reason = _due(tab, i, clock_us, idle_us, active_us)
             if reason == 0:
                 break
             _emit(tab, i, reason, out, out_n)
@@ -224,11 +230,9 @@ def drain(tab, count, start, clock_us, idle_us, active_us, only_before_us, reaso
         if out_n >= out_cap:
             return i, count, out_n
         if tab[i, R.F_KEY] != 0 and (only_before_us < 0 or np.int64(tab[i, R.F_LAST_CLOCK]) <= only_before_us):
-            reason = reason_default
-            if clock_us - np.int64(tab[i, R.F_LAST_CLOCK]) > idle_us:
-                reason = R.END_IDLE
-            elif active_us > 0 and clock_us - np.int64(tab[i, R.F_FIRST_CLOCK]) > active_us:
-                reason = R.END_ACTIVE
+            reason = _due(tab, i, clock_us, idle_us, active_us)
+            if reason == 0:
+                reason = reason_default
             _emit(tab, i, reason, out, out_n)
             out_n += 1
             if reason == R.END_IDLE:

@@ -25,6 +25,7 @@ from devourer.packet.decode import SUPPORTED_DATALINKS, BatchDecoder
 from devourer.settings import Settings
 
 LIVE_TIMEOUT_MS = 100
+PIPE_BATCH_PACKETS = 64  # a pipe blocks mid-batch; small batches keep what was read moving
 IDLE_CLOCK_AFTER_S = 1.0  # live: with no packets for this long, packet time advances with the wall clock
 KERNEL_STATS_EVERY_S = 1.0
 
@@ -69,6 +70,14 @@ def open_file(path: str, settings: Settings) -> Source:
     return Source(path, handle, datalink, 262144, False, path=path, bpf=bpf)
 
 
+# pcap_activate() status codes (pcapy-ng returns them instead of raising)
+ACTIVATE_ERRORS = {
+    -5: "no such device", -6: "monitor mode not supported", -8: "permission denied",
+    -9: "interface is not up", -11: "permission denied for promiscuous mode",
+}
+PERMISSION_HINT = " (run as root, or grant the program CAP_NET_RAW and CAP_NET_ADMIN)"
+
+
 def open_interface(name: str, settings: Settings) -> Source:
     try:
         handle = pcapy.create(name)
@@ -76,12 +85,20 @@ def open_interface(name: str, settings: Settings) -> Source:
         handle.set_promisc(1 if settings.promisc else 0)
         handle.set_timeout(LIVE_TIMEOUT_MS)
         handle.set_buffer_size(settings.buffer_size)
-        handle.activate()
+        status = handle.activate()
     except pcapy.PcapError as e:
-        reason = _pcap_reason(e)
-        if "ermission" in reason or "not permitted" in reason:
-            raise SourceError(f"interface {name}: {reason} (run as root or grant CAP_NET_RAW and CAP_NET_ADMIN)") from None
-        raise SourceError(f"interface {name}: {reason}") from None
+        status, reason = -1, _pcap_reason(e)
+    else:
+        reason = ACTIVATE_ERRORS.get(status, f"cannot activate (libpcap status {status})")
+    if status is not None and status < 0:
+        if status == -1:  # generic error: open_live raises with libpcap's own message
+            try:
+                pcapy.open_live(name, settings.snaplen, 0, LIVE_TIMEOUT_MS)
+            except pcapy.PcapError as e:
+                reason = _pcap_reason(e)
+        if status in (-8, -11) or "ermission" in reason or "not permitted" in reason:
+            reason += PERMISSION_HINT
+        raise SourceError(f"interface {name}: {reason}")
     datalink = handle.datalink()
     if datalink not in SUPPORTED_DATALINKS:
         raise SourceError(f"interface {name}: unsupported link type {datalink}")
@@ -154,6 +171,42 @@ class CaptureLoop:
         self.counters[L.C_FILTERED] += int((~keep).sum())
         return data, m[keep].tobytes(), None if wire is None else wire[keep]
 
+    def _read_pipe_batch(self, src: Source):
+        """(data, meta, wire) of up to PIPE_BATCH_PACKETS packets from a pipe, or None at its end.
+
+        ``next_batch`` would block until a whole batch arrived and lose it when a
+        signal interrupts the read, so pipes are read a packet at a time (which
+        also gives each packet's wire length)."""
+        frames, meta, wire = [], [], []
+        offset = 0
+        while len(frames) < min(PIPE_BATCH_PACKETS, self.settings.batch_packets):
+            if self.stop_requested():
+                self._pipe_done = True
+                break
+            try:
+                header, frame = src.handle.next()
+            except pcapy.PcapError as e:
+                if not self.stop_requested():
+                    self.report(f"capture file {src.name}: {_pcap_reason(e)}")
+                    self.damaged = True
+                self._pipe_done = True
+                break
+            if header is None:
+                self._pipe_done = True
+                break
+            sec, usec = header.getts()
+            caplen = header.getcaplen()
+            if src.bpf is not None and not src.bpf.filter(frame):
+                self.counters[L.C_FILTERED] += 1
+                continue
+            frames.append(frame)
+            meta.append((sec, usec, offset, caplen))
+            wire.append(header.getlen())
+            offset += caplen
+        if not frames:
+            return None
+        return b"".join(frames), np.array(meta, np.uint32).tobytes(), np.array(wire, np.uint32)
+
     # ---- dispatch
     def _dispatch(self, n: int, live: bool) -> None:
         recs = self.decoder.records[:n]
@@ -184,10 +237,20 @@ class CaptureLoop:
     # ---- loops
     def run_file(self, src: Source) -> None:
         walker = RecordWalker(src.path, self.settings.batch_packets) if RecordWalker.supports(src.path) else None
+        self._pipe_done = False
         try:
-            while not self.stop_requested() and not self.abort_requested():
-                batch = self._read_file_batch(src, walker)
+            while not self.abort_requested():
+                if walker is None:
+                    if self._pipe_done:
+                        break
+                    batch = self._read_pipe_batch(src)
+                elif self.stop_requested():
+                    break
+                else:
+                    batch = self._read_file_batch(src, walker)
                 if batch is None:
+                    if walker is None and not self._pipe_done:
+                        continue  # everything in this batch was filtered
                     break
                 data, meta, wire = batch
                 n = self.decoder.decode(data, meta, wire, src.datalink, src.snaplen)

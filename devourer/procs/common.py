@@ -1,5 +1,7 @@
 """What every child process does the same way: signals, parent watch, control words."""
 
+import ctypes
+import ctypes.util
 import os
 import signal
 
@@ -9,12 +11,25 @@ CTL_ABORT = 1  # a process died: stop waiting for space or peers
 N_CONTROL = 4
 
 
-def become_child(handle_term=None) -> int:
-    """Set up signals in a freshly forked child; returns the parent's pid.
+PR_SET_NAME = 15
+
+
+def set_process_name(name: str) -> None:
+    """Name this process in /proc/PID/comm (what top and ps -o comm show), e.g. dvr-worker-0."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def become_child(role: str, handle_term=None) -> int:
+    """Set up a freshly forked child (its name and signals); returns the parent's pid.
 
     Ctrl-C reaches the whole process group, but only the supervisor decides how
     to stop, so children ignore SIGINT; SIGTERM goes to ``handle_term`` or is
     ignored too (the supervisor drains children through the rings instead)."""
+    set_process_name(f"dvr-{role}")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, handle_term if handle_term else signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
