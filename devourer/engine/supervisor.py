@@ -50,7 +50,14 @@ def _warm_up(settings: Settings) -> None:
     table.ingest(dec.records[:n])
     table.tick(10**7)
     table.flush()
-    from devourer.packet.capfile import walk_pcap, walk_pcapng  # noqa: F401  (compiled on first use; cheap)
+    from devourer.packet import capfile
+
+    window = np.zeros(64, np.uint8)
+    caplens = np.zeros(1, np.uint32)
+    out32, out64, state = np.zeros(1, np.uint32), np.zeros(1, np.int64), np.zeros(2, np.bool_)
+    capfile.gather_pcap(window, 0, True, 0, False, caplens, 0, out32)
+    capfile.walk_pcap(window, 0, True, 0, False, 1, 0, out32, out32.copy(), out64)
+    capfile.walk_pcapng(window, 0, True, 0, False, 1, 0, out32, out32.copy(), out64, state)
 
 
 class Supervisor:
@@ -202,7 +209,8 @@ class Supervisor:
     def _stats_line(self, prev: dict, now: dict, dt: float) -> str:
         pps = (now["read"] - prev["read"]) / dt
         bps = (now["bytes"] - prev["bytes"]) * 8 / dt
-        return (f"devourer: stats: {pps:,.0f} packets/s, {bps / 1e6:,.2f} Mbit/s, {now['active_flows']:,} active flows, "
+        return (f"devourer: stats: {now['read']:,} packets read, {pps:,.0f} packets/s, {bps / 1e6:,.2f} Mbit/s, "
+                f"{now['active_flows']:,} active flows, "
                 f"{now['flows_written']:,} flows written; drops: kernel {now['kernel_dropped']:,}, "
                 f"ring {now['ring_dropped']:,}, exporter {now['exporter_dropped']:,}")
 

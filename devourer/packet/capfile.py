@@ -2,19 +2,25 @@
 
 pcapy-ng's ``next_batch`` gives each packet's captured length but not its wire
 length, and flows must count wire bytes exactly (the corpus has thousands of
-records cut by a snaplen). For regular files we therefore walk the record headers
-ourselves over an mmap of the same file, in lockstep with libpcap: classic pcap
-(either byte order, micro- or nanosecond) and pcapng (EPB, SPB and obsolete PB
-blocks, any number of sections and interfaces).
+records cut by a snaplen). For regular files we therefore read the record headers
+ourselves, in step with libpcap, through a window of the file that we refill
+with plain sequential reads (measured: a kernel copy of the file costs ~35 ms
+per GB, while touching a memory map of it costs ~100 ns per packet in TLB and
+cache misses).
 
-The walk also finds where a damaged file stops holding complete records, so
-capture asks libpcap for exactly the complete ones and never loses the records
-before the damage (libpcap's ``next_batch`` raises and drops the whole batch).
-Sources that cannot be mapped (pipes, stdin) have no walker; their wire length is
-taken from the IP header where the packet was cut (see ``packet.decode``).
+Classic pcap (either byte order, micro- or nanoseconds): after libpcap delivered
+a batch, the header positions follow from the captured lengths it returned, so
+``gather`` only reads the wire length at each. When libpcap fails on a damaged
+file it drops the whole batch, so ``recover`` rebuilds the complete records
+before the damage from the file. pcapng (EPB, SPB and obsolete PB blocks, any
+number of sections and interfaces) has options and padding in every block, so
+its blocks are walked before libpcap reads them (``peek``/``commit``) and a batch
+never extends past the last complete block.
+
+Sources that cannot be read twice (pipes, stdin) have no walker; capture reads
+them a packet at a time, with libpcap's own headers.
 """
 
-import mmap
 import os
 import stat
 
@@ -25,13 +31,15 @@ PCAP_MAGICS = {
     b"\xd4\xc3\xb2\xa1": False, b"\xa1\xb2\xc3\xd4": True,  # microseconds, LE / BE file
     b"\x4d\x3c\xb2\xa1": False, b"\xa1\xb2\x3c\x4d": True,  # nanoseconds
 }
+NANOSECOND_MAGICS = (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
 PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
-MAX_RECORD_BYTES = 1 << 24
-RELEASE_EVERY_BYTES = 32 << 20  # a record claiming more than 16 MiB is damage, not a packet
+MAX_RECORD_BYTES = 1 << 24  # a record claiming more than 16 MiB is damage, not a packet
+WINDOW_BYTES = 4 << 20
 
-ST_OK = 0
-ST_EOF = 1
-ST_DAMAGED = 2
+ST_OK = 0  # found what was asked
+ST_EOF = 1  # clean end of file
+ST_DAMAGED = 2  # the file ends inside a record, or a header is impossible
+ST_MORE = 3  # the window ends: refill from the returned position and call again
 
 
 @numba.njit(cache=True, inline="always")
@@ -42,23 +50,46 @@ def _u32(buf, pos, swapped):
 
 
 @numba.njit(cache=True)
-def walk_pcap(buf, pos, swapped, want, wire_out, cap_out, end_out):
-    """Walk up to ``want`` classic-pcap records from ``pos``.
+def gather_pcap(win, base, at_eof, pos, swapped, caplens, start, wire_out):
+    """Wire lengths of records start.. whose captured lengths libpcap returned.
 
-    Returns (count, status): status ST_OK when ``want`` were found, ST_EOF at a
-    clean end of file, ST_DAMAGED when the file ends inside a record or a record
-    header is impossible."""
-    size = buf.shape[0]
-    n = 0
+    ``win`` holds file bytes from offset ``base``; ``at_eof`` says it reaches the
+    end of the file. Returns (next record index, its position, status): ST_OK when
+    all were read, ST_MORE when the window ended first, ST_DAMAGED when a header
+    disagrees with libpcap."""
+    n = caplens.shape[0]
+    end = base + win.shape[0]
+    i = start
+    while i < n:
+        if pos + 16 > end:
+            return i, pos, ST_DAMAGED if at_eof else ST_MORE
+        q = pos - base
+        if _u32(win, q + 8, swapped) != caplens[i]:
+            return i, pos, ST_DAMAGED
+        wire_out[i] = max(_u32(win, q + 12, swapped), caplens[i])
+        pos += 16 + np.int64(caplens[i])
+        i += 1
+    return i, pos, ST_OK
+
+
+@numba.njit(cache=True)
+def walk_pcap(win, base, at_eof, pos, swapped, want, start, wire_out, cap_out, end_out):
+    """Walk classic-pcap records from ``pos`` until ``want`` are found (counting from
+    ``start``). Returns (count, status); each found record is complete in the file."""
+    end = base + win.shape[0]
+    n = start
     while n < want:
-        if pos == size:
+        if pos == end and at_eof:
             return n, ST_EOF
-        if pos + 16 > size:
+        if pos + 16 > end:
+            return n, ST_DAMAGED if at_eof else ST_MORE
+        q = pos - base
+        caplen = _u32(win, q + 8, swapped)
+        wire = _u32(win, q + 12, swapped)
+        if caplen > MAX_RECORD_BYTES:
             return n, ST_DAMAGED
-        caplen = _u32(buf, pos + 8, swapped)
-        wire = _u32(buf, pos + 12, swapped)
-        if caplen > MAX_RECORD_BYTES or pos + 16 + caplen > size:
-            return n, ST_DAMAGED
+        if pos + 16 + caplen > end:
+            return n, ST_DAMAGED if at_eof else ST_MORE
         wire_out[n] = max(wire, caplen)
         cap_out[n] = caplen
         pos += 16 + caplen
@@ -68,78 +99,86 @@ def walk_pcap(buf, pos, swapped, want, wire_out, cap_out, end_out):
 
 
 @numba.njit(cache=True)
-def walk_pcapng(buf, pos, swapped_in, want, wire_out, cap_out, end_out, state_out):
-    """Walk pcapng blocks from ``pos`` until ``want`` packet blocks were found.
-
-    Non-packet blocks are skipped; a Section Header Block may switch byte order,
-    which is returned in ``state_out[0]`` as of the end of each packet in
-    ``state_out[1 + i]`` (so the caller can commit any prefix). Returns (count, status)."""
-    size = buf.shape[0]
+def walk_pcapng(win, base, at_eof, pos, swapped_in, want, start, wire_out, cap_out, end_out, state_out):
+    """Walk pcapng blocks from ``pos`` until ``want`` packet blocks are found (counting
+    from ``start``). Non-packet blocks are skipped; a Section Header Block may switch
+    byte order: ``state_out[1 + i]`` is the byte order in force after packet i, and
+    ``state_out[0]`` after the last block walked. Returns (count, status, pos)."""
+    end = base + win.shape[0]
     swapped = swapped_in
-    n = 0
+    n = start
     while n < want:
-        if pos == size:
-            return n, ST_EOF
-        if pos + 12 > size:
-            return n, ST_DAMAGED
-        btype_le = _u32(buf, pos, False)
-        if btype_le == 0x0A0D0D0A:  # section header: byte-order magic decides
-            if pos + 12 > size:
-                return n, ST_DAMAGED
-            swapped = not (buf[pos + 8] == 0x4D and buf[pos + 9] == 0x3C)
-        btype = _u32(buf, pos, swapped)
-        blen = _u32(buf, pos + 4, swapped)
-        if blen < 12 or blen % 4 != 0 or blen > MAX_RECORD_BYTES or pos + blen > size:
-            return n, ST_DAMAGED
+        if pos == end and at_eof:
+            state_out[0] = swapped
+            return n, ST_EOF, pos
+        if pos + 12 > end:
+            state_out[0] = swapped
+            return n, ST_DAMAGED if at_eof else ST_MORE, pos
+        q = pos - base
+        new_swapped = swapped
+        if _u32(win, q, False) == 0x0A0D0D0A:  # section header: its byte-order magic decides
+            new_swapped = not (win[q + 8] == 0x4D and win[q + 9] == 0x3C)
+        btype = _u32(win, q, new_swapped)
+        blen = _u32(win, q + 4, new_swapped)
+        if blen < 12 or blen % 4 != 0 or blen > MAX_RECORD_BYTES:
+            state_out[0] = swapped
+            return n, ST_DAMAGED, pos
+        if pos + blen > end:
+            state_out[0] = swapped
+            return n, ST_DAMAGED if at_eof else ST_MORE, pos
+        swapped = new_swapped
         if btype == 6 or btype == 2:  # enhanced / obsolete packet block
             if blen < 32:
-                return n, ST_DAMAGED
-            caplen = _u32(buf, pos + 20, swapped)
-            wire = _u32(buf, pos + 24, swapped)
+                state_out[0] = swapped
+                return n, ST_DAMAGED, pos
+            caplen = _u32(win, q + 20, swapped)
+            wire = _u32(win, q + 24, swapped)
             if 28 + caplen > blen:
-                return n, ST_DAMAGED
+                state_out[0] = swapped
+                return n, ST_DAMAGED, pos
             wire_out[n] = max(wire, caplen)
             cap_out[n] = caplen
             end_out[n] = pos + blen
             state_out[1 + n] = swapped
             n += 1
         elif btype == 3:  # simple packet block: caplen is implied by the block length
-            wire = _u32(buf, pos + 8, swapped)
-            wire_out[n] = wire
+            wire_out[n] = _u32(win, q + 8, swapped)
             cap_out[n] = 0  # unknown here; not cross-checked
             end_out[n] = pos + blen
             state_out[1 + n] = swapped
             n += 1
         pos += blen
     state_out[0] = swapped
-    return n, ST_OK
+    return n, ST_OK, pos
 
 
 class RecordWalker:
-    """Walks one capture file's record headers in step with libpcap.
+    """Reads one capture file's record headers in step with libpcap.
 
-    ``peek(k)`` finds up to k complete packet records after the committed position
-    without moving it; ``commit(m)`` moves past the first m of them once libpcap has
-    delivered them. ``damaged`` tells, after a short peek, whether the file ends
-    in damage rather than cleanly."""
+    ``gather(caplens)`` (classic pcap) returns the wire lengths of the records
+    libpcap just delivered and moves past them. ``peek(k)`` finds up to k complete
+    records after the current position without moving it; ``commit(m)`` moves past
+    the first m of them. After a short peek, ``damaged`` tells whether the file ends
+    in damage rather than cleanly, and ``damage_offset`` where."""
 
     def __init__(self, path: str, batch_packets: int):
-        self._file = open(path, "rb")
-        self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
-        self._buf = np.frombuffer(self._map, np.uint8)
-        head = bytes(self._buf[:4])
+        self._fd = os.open(path, os.O_RDONLY)
+        self._size = os.fstat(self._fd).st_size
+        head = os.pread(self._fd, 4, 0)
         self.is_pcapng = head == PCAPNG_SHB
+        self._nanoseconds = head in NANOSECOND_MAGICS
         if self.is_pcapng:
             self._pos, self._swapped = 0, False
         else:
             self._swapped = PCAP_MAGICS[head]
             self._pos = 24
+        self._window = np.empty(WINDOW_BYTES, np.uint8)
+        self._base = 0
+        self._len = 0
         self._wire = np.zeros(batch_packets, np.uint32)
         self._cap = np.zeros(batch_packets, np.uint32)
         self._end = np.zeros(batch_packets, np.int64)
         self._state = np.zeros(batch_packets + 1, np.bool_)
-        self._peeked = 0
-        self._released = 0
         self.damaged = False
         self.damage_offset = -1
 
@@ -156,18 +195,106 @@ class RecordWalker:
             return False
         return head in PCAP_MAGICS or head == PCAPNG_SHB
 
+    # ---- the window
+    def _fill(self, pos: int, need: int = 0) -> None:
+        """Make the window start at ``pos`` (and hold at least ``need`` bytes when the file has them)."""
+        if need > self._window.shape[0]:
+            self._window = np.empty(need, np.uint8)
+        want = min(self._window.shape[0], self._size - pos)
+        view = memoryview(self._window)[:want]
+        got = 0
+        while got < want:
+            n = os.preadv(self._fd, [view[got:]], pos + got)
+            if n == 0:
+                break
+            got += n
+        self._base, self._len = pos, got
+
+    def _args(self):
+        return self._window[:self._len], self._base, self._base + self._len >= self._size
+
+    # ---- classic pcap, after libpcap
+    def gather(self, caplens: np.ndarray):
+        """Wire lengths of the records libpcap just returned (moving past them), or
+        None if the file's headers disagree with libpcap."""
+        n = caplens.shape[0]
+        if n > self._wire.shape[0]:
+            self._wire = np.zeros(n, np.uint32)
+        i, pos = 0, self._pos
+        while True:
+            win, base, at_eof = self._args()
+            if not base <= pos <= base + self._len:
+                self._fill(pos)
+                continue
+            i, pos, status = gather_pcap(win, base, at_eof, pos, self._swapped, caplens, i, self._wire)
+            if status == ST_OK:
+                self._pos = pos
+                return self._wire[:n]
+            if status == ST_DAMAGED:
+                return None
+            self._fill(pos)
+
+    def recover(self, k: int):
+        """After libpcap failed mid-batch: (data, meta, wire) of the complete records
+        from the current position (at most k), read from the file, or None."""
+        wire, caps = self.peek(k)
+        n = len(wire)
+        if n == 0:
+            return None
+        byteorder = "big" if self._swapped else "little"
+        starts = [self._pos] + self._end[:n - 1].tolist()
+        meta = np.zeros((n, 4), np.uint32)
+        frames, offset = [], 0
+        for i, s in enumerate(starts):
+            head = os.pread(self._fd, 16, s)
+            sec = int.from_bytes(head[0:4], byteorder)
+            frac = int.from_bytes(head[4:8], byteorder)
+            cap = int(caps[i])
+            frames.append(os.pread(self._fd, cap, s + 16))
+            meta[i] = (sec, frac // 1000 if self._nanoseconds else frac, offset, cap)
+            offset += cap
+        self.commit(n)
+        return b"".join(frames), meta.tobytes(), wire.copy()
+
+    # ---- walking ahead (pcapng, and recovery)
     def peek(self, k: int):
-        """Return (wire_lens, cap_lens) views for up to k complete records."""
+        """(wire_lens, cap_lens) of up to k complete records after the current position."""
         k = min(k, self._wire.shape[0])
+        n, pos, swapped = 0, self._pos, self._swapped
+        while True:
+            win, base, at_eof = self._args()
+            if not base <= pos <= base + self._len:
+                self._fill(pos)
+                continue
+            if self.is_pcapng:
+                n, status, pos = walk_pcapng(win, base, at_eof, pos, swapped, k, n, self._wire, self._cap, self._end,
+                                             self._state)
+                swapped = bool(self._state[0])
+            else:
+                n, status = walk_pcap(win, base, at_eof, pos, self._swapped, k, n, self._wire, self._cap, self._end)
+                pos = int(self._end[n - 1]) if n else self._pos
+            if status == ST_MORE:
+                # the next record did not fit: read on from its start, big enough for it
+                need = self._record_size(pos)
+                self._fill(pos, need)
+                if self._base + self._len < pos + need:  # the file ends inside it
+                    status = ST_DAMAGED
+                else:
+                    continue
+            if status == ST_DAMAGED:
+                self.damaged = True
+                self.damage_offset = int(self._end[n - 1]) if n else self._pos
+            return self._wire[:n], self._cap[:n]
+
+    def _record_size(self, pos: int) -> int:
+        head = os.pread(self._fd, 12, pos)
+        if len(head) < 12:
+            return 16
+        order = "big" if self._swapped else "little"
         if self.is_pcapng:
-            n, status = walk_pcapng(self._buf, self._pos, self._swapped, k, self._wire, self._cap, self._end, self._state)
-        else:
-            n, status = walk_pcap(self._buf, self._pos, self._swapped, k, self._wire, self._cap, self._end)
-        if status == ST_DAMAGED and n < k:
-            self.damaged = True
-            self.damage_offset = int(self._end[n - 1]) if n else self._pos
-        self._peeked = n
-        return self._wire[:n], self._cap[:n]
+            return max(12, int.from_bytes(head[4:8], order)) if int.from_bytes(head[4:8], order) <= MAX_RECORD_BYTES else 12
+        cap = int.from_bytes(head[8:12], order)
+        return 16 + cap if cap <= MAX_RECORD_BYTES else 16
 
     def commit(self, m: int) -> None:
         if m <= 0:
@@ -175,17 +302,6 @@ class RecordWalker:
         self._pos = int(self._end[m - 1])
         if self.is_pcapng:
             self._swapped = bool(self._state[m])
-        if self._pos - self._released >= RELEASE_EVERY_BYTES:
-            # Pages already walked are still page cache, but would count in our RSS
-            # until the map closes; drop them from this process as we go.
-            upto = self._pos & ~(mmap.PAGESIZE - 1)
-            self._map.madvise(mmap.MADV_DONTNEED, self._released, upto - self._released)
-            self._released = upto
 
     def close(self) -> None:
-        self._buf = None
-        try:
-            self._map.close()
-        except BufferError:  # a view is still alive somewhere; the OS unmaps at exit
-            pass
-        self._file.close()
+        os.close(self._fd)

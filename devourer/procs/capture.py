@@ -135,33 +135,53 @@ class CaptureLoop:
 
     # ---- reading
     def _read_file_batch(self, src: Source, walker):
-        """(data, meta, wire) of the next batch of a file, or None at its end."""
+        """(data, meta, wire) of the next batch of a mapped file, or None at its end."""
+        if walker.is_pcapng:
+            return self._read_pcapng_batch(src, walker)
         k = self.settings.batch_packets
-        wire = None
-        if walker is not None:
-            wire, caps = walker.peek(k)
-            k = len(wire)
-            if k == 0:
-                if walker.damaged:
-                    raise DamagedCaptureError(
-                        f"capture file {src.name} is damaged at byte {walker.damage_offset}: "
-                        "the file ends inside a packet record; every packet before it was counted")
-                return None
         try:
             data, meta = src.handle.next_batch(k)
         except pcapy.PcapError as e:
-            if self.stop_requested():  # a signal interrupted a read from a pipe
-                return None
-            raise DamagedCaptureError(f"capture file {src.name}: {_pcap_reason(e)}") from None
+            # libpcap dropped the whole batch: rebuild its complete records from the map
+            batch = walker.recover(k)
+            if batch is None:
+                raise DamagedCaptureError(self._damage_message(src, walker, _pcap_reason(e))) from None
+            self._pending_damage = self._damage_message(src, walker, _pcap_reason(e))
+            return self._filtered(src, *batch)
         if not meta:
             return None
-        if walker is not None:
-            got = len(meta) // 16
-            if got != k:
-                raise DamagedCaptureError(f"capture file {src.name}: libpcap returned {got} records where {k} were expected")
-            walker.commit(k)
+        caplens = np.frombuffer(meta, np.uint32).reshape(-1, 4)[:, 3]
+        wire = walker.gather(caplens)
+        if wire is None:
+            raise DamagedCaptureError(f"capture file {src.name}: record headers disagree with libpcap at packet "
+                                      f"{int(self.counters[L.C_READ]) + int(self.counters[L.C_FILTERED]) + 1}")
+        return self._filtered(src, data, meta, wire)
+
+    def _read_pcapng_batch(self, src: Source, walker):
+        wire, caps = walker.peek(self.settings.batch_packets)
+        k = len(wire)
+        if k == 0:
+            if walker.damaged:
+                raise DamagedCaptureError(self._damage_message(src, walker, "the file ends inside a block"))
+            return None
+        try:
+            data, meta = src.handle.next_batch(k)
+        except pcapy.PcapError as e:
+            raise DamagedCaptureError(f"capture file {src.name}: {_pcap_reason(e)}") from None
+        got = len(meta) // 16
+        if got != k:
+            raise DamagedCaptureError(f"capture file {src.name}: libpcap returned {got} packets where the "
+                                      f"file holds {k}")
+        walker.commit(k)
+        return self._filtered(src, data, meta, wire)
+
+    def _damage_message(self, src: Source, walker, reason: str) -> str:
+        return (f"capture file {src.name} is damaged at byte {walker.damage_offset} ({reason}); "
+                "every complete packet before it was counted")
+
+    def _filtered(self, src: Source, data, meta, wire):
         if src.bpf is not None:
-            data, meta, wire = self._apply_bpf(src, data, meta, wire)
+            return self._apply_bpf(src, data, meta, wire)
         return data, meta, wire
 
     def _apply_bpf(self, src: Source, data: bytes, meta: bytes, wire):
@@ -238,6 +258,7 @@ class CaptureLoop:
     def run_file(self, src: Source) -> None:
         walker = RecordWalker(src.path, self.settings.batch_packets) if RecordWalker.supports(src.path) else None
         self._pipe_done = False
+        self._pending_damage = None
         try:
             while not self.abort_requested():
                 if walker is None:
@@ -246,6 +267,8 @@ class CaptureLoop:
                     batch = self._read_pipe_batch(src)
                 elif self.stop_requested():
                     break
+                elif self._pending_damage:
+                    raise DamagedCaptureError(self._pending_damage)
                 else:
                     batch = self._read_file_batch(src, walker)
                 if batch is None:

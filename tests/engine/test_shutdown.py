@@ -8,6 +8,7 @@ far and waits for more when the signal arrives.
 import os
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -44,9 +45,11 @@ def fifo_replay(tmp_path):
     procs = []
 
     def start(*extra):
-        p = subprocess.Popen([*DEVOURER, "capture", "-r", str(fifo), "-o", "file", "-w", str(out), "-s", "1s", *extra],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        p = subprocess.Popen([*DEVOURER, "capture", "-r", str(fifo), "-o", "file", "-w", str(out), "-s", "0.2s",
+                              *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
                              start_new_session=True)
+        p.err_lines = []
+        threading.Thread(target=lambda: p.err_lines.extend(p.stderr), daemon=True).start()
         procs.append(p)
         writer = open(fifo, "wb", buffering=0)
         writer.write(pcap_header())
@@ -54,6 +57,8 @@ def fifo_replay(tmp_path):
             writer.write(rec)
         roles = {"dvr-capture", "dvr-exporter"}
         assert _wait_for(lambda: roles <= set(children_of(p.pid).values()))
+        # pipes are read in batches of 64 packets: 128 are counted, the rest wait in the reader
+        assert _wait_for(lambda: any(" 128 packets read" in x for x in p.err_lines))
         return p, writer
 
     yield start, out
@@ -70,13 +75,14 @@ def test_signal_flushes_every_flow_once_and_exits_zero(fifo_replay, how, no_shm_
     kids = children_of(proc.pid)
     assert {"dvr-capture", "dvr-worker-0", "dvr-worker-1", "dvr-exporter"} <= set(kids.values())
     assert not [s for s in our_shm_segments() if s.startswith(f"devourer-{proc.pid}-")], "segments are unlinked once running"
-    time.sleep(1.5)  # let the engine read what was written
     if how == "SIGTERM":
         proc.send_signal(signal.SIGTERM)
     else:
         os.killpg(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    proc.wait(timeout=60)
     writer.close()
+    time.sleep(0.2)
+    err = "".join(proc.err_lines)
     assert proc.returncode == 0, err
     records = parse_records(out.read_text())
     assert len(records) == N_FLOWS
@@ -92,10 +98,11 @@ def test_killed_worker_is_reported_and_run_fails(fifo_replay, no_shm_leftovers):
     proc, writer = start("--workers", "2")
     kids = children_of(proc.pid)
     worker = next(pid for pid, name in kids.items() if name == "dvr-worker-1")
-    time.sleep(1.0)
     os.kill(worker, signal.SIGKILL)
-    _, err = proc.communicate(timeout=60)
+    proc.wait(timeout=60)
     writer.close()
+    time.sleep(0.2)
+    err = "".join(proc.err_lines)
     assert proc.returncode == 1
     assert f"worker 1 (pid {worker}) killed by signal 9" in err
     assert not [k for k in kids if alive(k)]

@@ -59,3 +59,20 @@ def test_cut_file_yields_exactly_its_complete_records(tmp_path_factory, sizes, d
     assert seen == complete
     assert walker.damaged == (cut not in [24] + ends)
     walker.close()
+
+
+@pytest.mark.parametrize("capture", ["goprobe__default.pcap", "zeek__tcp-timestamp.pcap", "nfstream__iphone.pcap"])
+def test_gather_after_libpcap_equals_walking_the_headers(capture):
+    path = str(PCAPS / capture)
+    walked, gathered = RecordWalker(path, 300), RecordWalker(path, 300)
+    handle = pcapy.open_offline(path)
+    while True:
+        _, meta = handle.next_batch(300)
+        if not meta:
+            break
+        caplens = np.frombuffer(meta, np.uint32).reshape(-1, 4)[:, 3]
+        wire, _ = walked.peek(len(caplens))
+        assert np.array_equal(gathered.gather(caplens), wire)
+        walked.commit(len(caplens))
+    walked.close()
+    gathered.close()
