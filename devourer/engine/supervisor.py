@@ -13,6 +13,8 @@ written), EXIT_FAILURE when a child died or the output failed.
 
 import logging
 import os
+
+import multiprocess.connection
 import queue as queue_mod
 import signal
 import sys
@@ -279,7 +281,9 @@ class Supervisor:
                 cur = self._totals(topo)
                 print(self._stats_line(prev, cur, now - last_stats_t), file=self.out, flush=True)
                 prev, last_stats_t = cur, now
-            time.sleep(TICK_S)
+            # wake at once when a child ends (its sentinel), else after a tick
+            sentinels = [p.sentinel for p in self.children.values() if p.exitcode is None]
+            multiprocess.connection.wait(sentinels, timeout=TICK_S)
 
 
 def run(settings: Settings) -> int:

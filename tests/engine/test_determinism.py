@@ -33,3 +33,19 @@ def test_same_records_with_expiry_under_many_workers(small_capture, tmp_path):
         other, proc = capture_records(small_capture, *extra, *args, tmp_path=tmp_path)
         assert proc.returncode == 0
         assert _canonical(other) == _canonical(base), f"records differ with {extra}"
+
+
+def test_reading_from_stdin_gives_the_same_records_as_the_file(tmp_path):
+    """A pipe is read packet by packet with libpcap's own headers; a file in batches
+    with wire lengths from the record headers. Both must agree."""
+    import subprocess
+
+    from tests.conftest import DEVOURER, REPO, parse_records
+
+    capture = PCAPS / "goprobe__default.pcap"
+    base, _ = capture_records(capture, tmp_path=tmp_path)
+    with open(capture, "rb") as f:
+        proc = subprocess.run([*DEVOURER, "capture", "-r", "-"], stdin=f, capture_output=True, text=True, cwd=REPO,
+                              timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert _canonical(parse_records(proc.stdout)) == _canonical(base)
