@@ -1,6 +1,6 @@
 """The frozen settings object every process receives (built only by the CLI)."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -22,8 +22,6 @@ class Settings:
     ring_slots: int = 1 << 16  # per worker ring, packet records
     sensor_id: str = ""
     shutdown_timeout_s: float = 60.0
-    quiet: bool = False
-    extra: dict = field(default_factory=dict, compare=False)
 
     @property
     def live(self) -> bool:

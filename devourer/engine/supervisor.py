@@ -11,7 +11,6 @@ EXIT_DAMAGED when a capture file was damaged (flows before the damage are
 written), EXIT_FAILURE when a child died or the output failed.
 """
 
-import logging
 import os
 
 import multiprocess.connection
@@ -32,7 +31,6 @@ from devourer.procs.exporter import E_FLOWS_WRITTEN, E_WRITE_FAILED, ExporterLoo
 from devourer.procs.worker import WorkerLoop
 from devourer.settings import Settings
 
-log = logging.getLogger(__name__)
 TICK_S = 0.1
 
 
@@ -87,7 +85,6 @@ class Supervisor:
     def _start(self, topo: Topology, sources) -> None:
         ctx = topo.ctx
         settings = self.settings
-        supervisor_pid = os.getpid()
 
         def report(text: str) -> None:
             topo.reports.put(text)
@@ -134,7 +131,6 @@ class Supervisor:
         self.children["capture"] = ctx.Process(target=capture_main, name="devourer-capture")
         for p in self.children.values():
             p.start()
-        del supervisor_pid
 
     def _request_stop(self, topo: Topology) -> None:
         if self.stopping_since is None:
@@ -201,6 +197,7 @@ class Supervisor:
             "unmatched_fragments": int(c[L.C_FRAG_UNMATCHED]),
             "filtered": int(c[L.C_FILTERED]),
             "ring_dropped": int(c[L.C_RING_DROPPED]),
+            "ring_dropped_per_worker": [r.dropped() for r in topo.rings],
             "kernel_dropped": int(c[L.C_KERNEL_DROPPED]),
             "active_flows": sum(int(w[T.K_ACTIVE]) for w in topo.worker_counters),
             "flows_written": int(topo.exporter_counters[E_FLOWS_WRITTEN]),
@@ -211,10 +208,12 @@ class Supervisor:
     def _stats_line(self, prev: dict, now: dict, dt: float) -> str:
         pps = (now["read"] - prev["read"]) / dt
         bps = (now["bytes"] - prev["bytes"]) * 8 / dt
+        rings = "" if len(now["ring_dropped_per_worker"]) < 2 else " (" + " ".join(
+            f"w{i}:{n:,}" for i, n in enumerate(now["ring_dropped_per_worker"])) + ")"
         return (f"devourer: stats: {now['read']:,} packets read, {pps:,.0f} packets/s, {bps / 1e6:,.2f} Mbit/s, "
                 f"{now['active_flows']:,} active flows, "
                 f"{now['flows_written']:,} flows written; drops: kernel {now['kernel_dropped']:,}, "
-                f"ring {now['ring_dropped']:,}, exporter {now['exporter_dropped']:,}")
+                f"ring {now['ring_dropped']:,}{rings}, exporter {now['exporter_dropped']:,}")
 
     def summary_line(self, t: dict) -> str:
         return (f"devourer: summary: {t['read']:,} packets read = {t['in_flows']:,} in flows + "

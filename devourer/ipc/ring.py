@@ -14,6 +14,7 @@ Byte layout of a segment (all words little-endian u64):
     word 8    head      slots ever written (producer only)
     word 9    clock_us  producer's packet clock after its last complete batch
     word 10   closed    1 once the producer will write no more
+    word 11   dropped   slots the producer could not write (live capture, ring full)
     word 16   tail      slots ever read (consumer only; own cache line)
     byte 256  capacity * slot_bytes of slot data
 
@@ -32,7 +33,7 @@ MAGIC = 0x4456524752494E47
 VERSION = 1
 HEADER_BYTES = 256
 H_MAGIC, H_VERSION, H_SLOT, H_CAP = 0, 1, 2, 3
-H_HEAD, H_CLOCK, H_CLOSED = 8, 9, 10
+H_HEAD, H_CLOCK, H_CLOSED, H_DROPPED = 8, 9, 10, 11
 H_TAIL = 16
 
 
@@ -63,6 +64,7 @@ class Ring:
         """Write all records or none (live capture drops a batch that does not fit)."""
         n = records.shape[0]
         if n > self.free_slots():
+            self._hdr[H_DROPPED] += n
             return False
         self._copy_in(records)
         return True
@@ -101,6 +103,9 @@ class Ring:
 
     def close_producer(self) -> None:
         self._hdr[H_CLOSED] = 1
+
+    def dropped(self) -> int:
+        return int(self._hdr[H_DROPPED])
 
     # ---- consumer side
     def clock_us(self) -> int:

@@ -241,7 +241,7 @@ class CaptureLoop:
             parts = [(i, recs[bounds[i]:bounds[i + 1]]) for i in range(len(rings)) if bounds[i + 1] > bounds[i]]
         for i, part in parts:
             if live:
-                if not rings[i].try_write(part):
+                if not rings[i].try_write(part):  # the ring counts its own drops too (per worker)
                     self.counters[L.C_RING_DROPPED] += part.shape[0]
                     continue
             elif not rings[i].write(part, self.abort_requested):

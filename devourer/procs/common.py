@@ -11,16 +11,21 @@ CTL_ABORT = 1  # a process died: stop waiting for space or peers
 N_CONTROL = 4
 
 
+PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
+
+
+def _prctl(option: int, arg) -> None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.prctl(option, arg, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 def set_process_name(name: str) -> None:
     """Name this process in /proc/PID/comm (what top and ps -o comm show), e.g. dvr-worker-0."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        libc.prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
+    _prctl(PR_SET_NAME, name.encode()[:15])
 
 
 def become_child(role: str, handle_term=None) -> int:
@@ -33,7 +38,13 @@ def become_child(role: str, handle_term=None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, handle_term if handle_term else signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    return os.getppid()
+    if handle_term is not None:
+        # if the supervisor dies, stop as if it had asked (also wakes a read blocked on a pipe)
+        _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    parent = os.getppid()
+    if parent == 1:  # the supervisor died before we got here
+        os._exit(1)
+    return parent
 
 
 def orphaned(parent_pid: int) -> bool:

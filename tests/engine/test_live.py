@@ -107,7 +107,7 @@ def test_live_capture_on_veth_matches_tcpdump(veth, tmp_path, no_shm_leftovers):
         tcpdump.send_signal(signal.SIGTERM)
         tcpdump.wait(timeout=30)
     assert proc.returncode == 0, err
-    assert "stats:" in err and "drops: kernel 0, ring 0, exporter 0" in err
+    assert "stats:" in err and "drops: kernel 0, ring 0 (w0:0 w1:0), exporter 0" in err
     assert not [k for k in kids if alive(k)]
     live = parse_records(out.read_text())
     by_key = {_key(r): r for r in live}
@@ -140,3 +140,31 @@ def _ours(records):
 
 def udp_src_port(records):
     return next(r["src"]["port"] for r in records if r["protocol"] == "udp" and r["dst"]["port"] == UDP_PORT)
+
+
+def test_idle_flows_expire_on_wall_time_when_traffic_stops(veth, tmp_path):
+    """Live, packet time keeps running with the wall clock when no packets come,
+    so an idle flow is written without waiting for more traffic or the end."""
+    ns, iface = veth
+    out = tmp_path / "live.jsonl"
+    proc = subprocess.Popen([*DEVOURER, "capture", "-i", iface, "--workers", "1", "-o", "file", "-w", str(out),
+                             "--flow-timeout", "1s"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=REPO)
+    try:
+        deadline = time.monotonic() + 60
+        while "dvr-capture" not in children_of(proc.pid).values() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.5)
+        subprocess.run(["ip", "netns", "exec", ns, "ping", "-c", "1", HOST_ADDR], check=True, capture_output=True,
+                       timeout=30)
+        deadline = time.monotonic() + 20
+        written = []
+        while time.monotonic() < deadline and not written:
+            time.sleep(0.25)
+            written = [r for r in parse_records(out.read_text()) if r["protocol"] == "icmp4"] if out.exists() else []
+        assert written and written[0]["end_reason"] == "idle", "idle flow not written while capture ran"
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    assert proc.returncode == 0
