@@ -75,10 +75,29 @@ def flow_ids(rows: np.ndarray, sensor_seed: int) -> list[str]:
     return text.view("S36").ravel().astype(str).tolist()
 
 
-def timestamps(us: np.ndarray) -> list[str]:
-    """Microseconds since the epoch -> RFC 3339 UTC strings with microseconds."""
-    text = np.datetime_as_string(us.astype(np.int64).astype("datetime64[us]"), unit="us")
-    return np.char.add(text, "Z").tolist()
+def second_prefixes(us: np.ndarray) -> tuple[list[str], list[int]]:
+    """Microseconds -> ('YYYY-MM-DDTHH:MM:SS' per row, microsecond part per row).
+
+    Flows of a batch share few distinct seconds, so each is formatted once."""
+    seconds, micros = np.divmod(us.astype(np.int64), 1_000_000)
+    distinct, inverse = np.unique(seconds, return_inverse=True)
+    text = np.datetime_as_string(distinct.astype("datetime64[s]"), unit="s").astype(object)
+    return text[inverse].tolist(), micros.tolist()
+
+
+def _token_table(n: int) -> np.ndarray:
+    """Object array of JSON tokens: '0'..str(n-1), and 'null' at index n."""
+    return np.array([str(i) for i in range(n)] + ["null"], dtype=object)
+
+
+_SMALL_TOKENS = _token_table(256)
+_VLAN_TOKENS = _token_table(4096)
+
+
+def _json_small(values: np.ndarray, present: np.ndarray, table: np.ndarray = _SMALL_TOKENS) -> list[str]:
+    """JSON tokens for small integers: the number where present, else null."""
+    n = table.shape[0] - 1
+    return table[np.where(present, values.astype(np.int64), n)].tolist()
 
 
 class RecordFormatter:
@@ -153,15 +172,15 @@ class RecordFormatter:
             "src_addr": self._addrs(src_addr, v6), "dst_addr": self._addrs(dst_addr, v6),
             "src_port": src_port.tolist(), "dst_port": dst_port.tolist(),
             "src_mac": self._macs_json(src_mac), "dst_mac": self._macs_json(dst_mac),
-            "first": timestamps(rows[:, R.F_FIRST]), "last": timestamps(rows[:, R.F_LAST]),
+            "first": second_prefixes(rows[:, R.F_FIRST]), "last": second_prefixes(rows[:, R.F_LAST]),
             "src_bytes": src_bytes.tolist(), "src_pkts": src_pkts.tolist(),
             "dst_bytes": dst_bytes.tolist(), "dst_pkts": dst_pkts.tolist(),
             "status": np.where((state & u(R.ST_ESTABLISHED)) != 0, "established", "init").tolist(),
             "end_reason": [R.END_REASONS.get(r, "unknown") for r in rows[:, R.F_END].tolist()],
-            "vlan": _json_ints(vlan, vlan != 0),
-            "src_tcp_flags": _json_ints(src_flags, is_tcp), "dst_tcp_flags": _json_ints(dst_flags, is_tcp),
-            "icmp_type": _json_ints((state >> u(24)) & u(0xFF), is_icmp),
-            "icmp_code": _json_ints((state >> u(32)) & u(0xFF), is_icmp),
+            "vlan": _json_small(vlan, vlan != 0, _VLAN_TOKENS),
+            "src_tcp_flags": _json_small(src_flags, is_tcp), "dst_tcp_flags": _json_small(dst_flags, is_tcp),
+            "icmp_type": _json_small((state >> u(24)) & u(0xFF), is_icmp),
+            "icmp_code": _json_small((state >> u(32)) & u(0xFF), is_icmp),
         }
 
     def records(self, rows: np.ndarray) -> list[dict]:
@@ -182,24 +201,20 @@ class RecordFormatter:
             return b""
         c = self._columns(rows)
         sensor = self._sensor_json
+        (first_s, first_us), (last_s, last_us) = c["first"], c["last"]
         text = "".join([RECORD_TEMPLATE % fields for fields in zip(
             c["id"], c["protocol"], c["src_addr"], c["src_port"], c["src_mac"], c["dst_addr"], c["dst_port"],
-            c["dst_mac"], c["first"], c["last"], c["src_bytes"], c["src_pkts"], c["dst_bytes"], c["dst_pkts"],
-            c["status"], c["end_reason"], c["vlan"], c["src_tcp_flags"], c["dst_tcp_flags"], c["icmp_type"],
-            c["icmp_code"], itertools.repeat(sensor))])
+            c["dst_mac"], first_s, first_us, last_s, last_us, c["src_bytes"], c["src_pkts"], c["dst_bytes"],
+            c["dst_pkts"], c["status"], c["end_reason"], c["vlan"], c["src_tcp_flags"], c["dst_tcp_flags"],
+            c["icmp_type"], c["icmp_code"], itertools.repeat(sensor))])
         return text.encode()
-
-
-def _json_ints(values: np.ndarray, present: np.ndarray) -> list[str]:
-    """JSON tokens: the integer where present, else null."""
-    return np.where(present, values.astype(np.int64).astype(str), "null").tolist()
 
 
 RECORD_TEMPLATE = (
     '{"id":"%s","protocol":"%s",'
     '"src":{"addr":"%s","port":%d,"hw_addr":%s,"names":[]},'
     '"dst":{"addr":"%s","port":%d,"hw_addr":%s,"names":[]},'
-    '"first_seen_at":"%s","last_seen_at":"%s",'
+    '"first_seen_at":"%s.%06dZ","last_seen_at":"%s.%06dZ",'
     '"src_stat":{"bytes":%d,"packets":%d},"dst_stat":{"bytes":%d,"packets":%d},'
     '"status":"%s","end_reason":"%s","vlan":%s,"src_tcp_flags":%s,"dst_tcp_flags":%s,'
     '"icmp_type":%s,"icmp_code":%s,"sensor":%s}\n')
