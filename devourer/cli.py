@@ -84,6 +84,12 @@ def build_parser() -> _Parser:
     parser.add_argument("--version", action="version", version=f"devourer {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.add_parser("version", help="print the version and exit")
+    nm = sub.add_parser("names", help="print the names a capture file teaches (no flows)",
+                        description="Read capture files with the same decoder and name extractors as 'capture' and "
+                                    "print one row per distinct name observation: source, kind, name, value.")
+    nm.add_argument("-r", "--read-file", action="append", metavar="FILE", required=True,
+                    help="pcap or pcapng file; repeat for several")
+    nm.add_argument("--json", action="store_true", help="one JSON object per observation, with its packet time")
     cap = sub.add_parser(
         "capture", help="capture packets and write flow records",
         description="Capture packets from an interface (-i) or capture files (-r, repeatable) and write one JSON "
@@ -120,6 +126,15 @@ def build_parser() -> _Parser:
     flows.add_argument("--max-flows", type=_typed(_positive_int, "count"), default=4_000_000,
                        help="flows held in memory at most (all workers); when full the longest-idle are "
                             "written early (end_reason evicted)")
+    names = cap.add_argument_group("names")
+    names.add_argument("--names", type=_typed(_bool, "boolean"), default=True, metavar="BOOL",
+                       help="learn host names from DNS, mDNS, LLMNR, NBNS, DHCP, DHCPv6 and TLS SNI and put them "
+                            "on flows")
+    names.add_argument("--max-names", type=_typed(_positive_int, "count"), default=1_000_000,
+                       help="addresses (and MACs) the name map holds at most; least recently seen out first")
+    names.add_argument("--name-lifetime", type=_typed(parse_duration, "duration"), default="1h",
+                       help="how long a name holds when the packet gives no lifetime (TLS SNI, NBNS, DHCP "
+                            "without lease time)")
     eng = cap.add_argument_group("engine")
     eng.add_argument("--workers", type=_typed(_positive_int, "count"), default=default_workers(),
                      help="flow-table worker processes")
@@ -153,7 +168,8 @@ def settings_from_args(args) -> Settings:
         stat_interval_s=args.stat_interval, workers=args.workers, flow_timeout_s=args.flow_timeout,
         active_timeout_s=args.active_timeout, max_flows=args.max_flows, bpf=args.bpf, snaplen=args.snaplen,
         promisc=args.promisc, buffer_size=args.buffer_size, batch_packets=args.batch_size, ring_slots=ring,
-        sensor_id=args.sensor_id, shutdown_timeout_s=args.shutdown_timeout)
+        sensor_id=args.sensor_id, shutdown_timeout_s=args.shutdown_timeout, resolve_names=args.names,
+        max_names=args.max_names, name_lifetime_s=args.name_lifetime)
 
 
 def main(argv=None) -> int:
@@ -162,6 +178,14 @@ def main(argv=None) -> int:
     if args.command == "version":
         print(f"devourer {__version__}")
         return 0
+    if args.command == "names":
+        from devourer.names import dump
+
+        try:
+            return dump.main(Settings(read_files=tuple(args.read_file)), args.json)
+        except DevourerError as e:
+            print(f"devourer: error: {e}", file=sys.stderr)
+            return e.exit_status
     if args.command != "capture":
         parser.print_help(sys.stderr)
         return EXIT_USAGE

@@ -22,6 +22,10 @@ class Settings:
     ring_slots: int = 1 << 16  # per worker ring, packet records
     sensor_id: str = ""
     shutdown_timeout_s: float = 60.0
+    resolve_names: bool = True
+    max_names: int = 1_000_000  # addresses (and MACs) the name map holds at most
+    name_lifetime_s: float = 3600.0  # for names the wire gives no lifetime (SNI, NBNS without TTL, ...)
+    resolver_ring_slots: int = 1 << 13
 
     @property
     def live(self) -> bool:

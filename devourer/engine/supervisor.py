@@ -27,7 +27,9 @@ from devourer.outputs import check_output, open_sink
 from devourer.packet import layout as L
 from devourer.procs import capture as capture_proc
 from devourer.procs.common import CTL_ABORT, CTL_STOP, become_child
+from devourer.names.table import NameTable
 from devourer.procs.exporter import E_FLOWS_WRITTEN, E_WRITE_FAILED, ExporterLoop
+from devourer.procs.resolver import R_MALFORMED, R_OBSERVATIONS, ResolverLoop
 from devourer.procs.worker import WorkerLoop
 from devourer.settings import Settings
 
@@ -42,10 +44,11 @@ def _warm_up(settings: Settings) -> None:
     from devourer.packet.decode import BatchDecoder
 
     counters = np.zeros(L.N_CAPTURE_COUNTERS, np.int64)
-    dec = BatchDecoder(4, 1, counters)
+    dec = BatchDecoder(4, 1, counters, want_names=True)
     pkt = bytes.fromhex("ffffffffffff0200000000010800450000280001000040060000c0a80001c0a80002" "0050d43100000000000000005002000000000000")
     meta = np.array([[1, 0, 0, len(pkt)]], np.uint32).tobytes()
     n = dec.decode(pkt, meta, np.array([len(pkt)], np.uint32), 1, 262144)
+    dec.name_packets()
     table = FlowTable(1, 1, 10, lambda rows: None)
     table.ingest(dec.records[:n])
     table.tick(10**7)
@@ -92,8 +95,9 @@ class Supervisor:
         def exporter_main():
             parent = become_child("exporter")
             sink = open_sink(settings)
+            names = NameTable(settings.max_names, settings.name_lifetime_s) if settings.resolve_names else None
             loop = ExporterLoop(sink, settings.sensor_id, topo.export_queue, topo.n_workers,
-                                topo.exporter_counters, parent, report)
+                                topo.exporter_counters, parent, report, names, topo.resolver_id)
             code = loop.run()
             topo.export_queue.close()
             topo.export_queue.join_thread()
@@ -103,6 +107,14 @@ class Supervisor:
             parent = become_child(f"worker-{i}")
             loop = WorkerLoop(i, settings, topo.rings[i], topo.export_queue, topo.worker_counters[i],
                               topo.control, parent)
+            code = loop.run()
+            topo.export_queue.close()
+            topo.export_queue.join_thread()
+            os._exit(code)
+
+        def resolver_main():
+            parent = become_child("resolver")
+            loop = ResolverLoop(topo.name_ring, topo.export_queue, topo.resolver_counters, parent, topo.resolver_id)
             code = loop.run()
             topo.export_queue.close()
             topo.export_queue.join_thread()
@@ -119,7 +131,7 @@ class Supervisor:
                 settings, topo.rings, topo.capture_counters,
                 stop_requested=lambda: stop["flag"] or bool(topo.control[CTL_STOP]),
                 abort_requested=lambda: bool(topo.control[CTL_ABORT]),
-                report=report)
+                report=report, name_ring=topo.name_ring)
             code = loop.run(sources)
             topo.reports.close()
             topo.reports.join_thread()
@@ -128,6 +140,8 @@ class Supervisor:
         self.children["exporter"] = ctx.Process(target=exporter_main, name="devourer-exporter")
         for i in range(topo.n_workers):
             self.children[f"worker {i}"] = ctx.Process(target=worker_main, args=(i,), name=f"devourer-worker-{i}")
+        if topo.name_ring is not None:
+            self.children["resolver"] = ctx.Process(target=resolver_main, name="devourer-resolver")
         self.children["capture"] = ctx.Process(target=capture_main, name="devourer-capture")
         for p in self.children.values():
             p.start()
@@ -160,8 +174,8 @@ class Supervisor:
             p._devourer_seen = True
             code = p.exitcode
             if role == "capture":
-                for r in topo.rings:  # whatever happened, workers must see the end of their input
-                    r.close_producer()
+                for r in (*topo.rings, *([topo.name_ring] if topo.name_ring else [])):
+                    r.close_producer()  # whatever happened, workers must see the end of their input
                 if code == EXIT_DAMAGED:
                     self.damaged = True
                     continue
@@ -172,6 +186,8 @@ class Supervisor:
             self.failed = True
             if role.startswith("worker"):
                 topo.export_queue.put(wire.lost(int(role.split()[1])))
+            elif role == "resolver":
+                topo.export_queue.put(wire.lost(topo.resolver_id))
             self._abort(topo)
 
     def _drain_reports(self, topo: Topology) -> None:
@@ -203,6 +219,10 @@ class Supervisor:
             "flows_written": int(topo.exporter_counters[E_FLOWS_WRITTEN]),
             "exporter_dropped": int(topo.exporter_counters[E_WRITE_FAILED]),
             "evicted": sum(int(w[T.K_EVICTED]) for w in topo.worker_counters),
+            "name_packets": int(c[L.C_NAME_PACKETS]),
+            "name_dropped": int(c[L.C_NAME_DROPPED]),
+            "name_malformed": int(topo.resolver_counters[R_MALFORMED]),
+            "name_observations": int(topo.resolver_counters[R_OBSERVATIONS]),
         }
 
     def _stats_line(self, prev: dict, now: dict, dt: float) -> str:
@@ -221,7 +241,9 @@ class Supervisor:
                 f"{t['unmatched_fragments']:,} unmatched fragments + {t['filtered']:,} filtered + "
                 f"{t['ring_dropped']:,} dropped; {t['flows_written']:,} flows written "
                 f"({t['evicted']:,} evicted early, {t['exporter_dropped']:,} lost at the output); "
-                f"kernel dropped {t['kernel_dropped']:,}")
+                f"kernel dropped {t['kernel_dropped']:,}; names: {t['name_packets']:,} packets, "
+                f"{t['name_observations']:,} observations, {t['name_malformed']:,} malformed, "
+                f"{t['name_dropped']:,} dropped")
 
     # ---- main loop
     def run(self) -> int:

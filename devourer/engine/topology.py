@@ -14,6 +14,7 @@ from devourer.ipc.ring import Ring, SharedCounters
 from devourer.packet import layout as L
 from devourer.procs.common import N_CONTROL
 from devourer.procs.exporter import N_EXPORTER_COUNTERS
+from devourer.procs.resolver import N_RESOLVER_COUNTERS
 from devourer.settings import Settings
 
 EXPORT_QUEUE_BATCHES = 256
@@ -25,9 +26,14 @@ class Topology:
         self.ctx = multiprocess.get_context("fork")
         self.n_workers = settings.workers
         tag = f"{SHM_PREFIX}{os.getpid()}"
-        self.rings = [Ring(f"{tag}-ring{i}", settings.ring_slots, L.RECORD_BYTES) for i in range(self.n_workers)]
-        words = N_CONTROL + L.N_CAPTURE_COUNTERS + self.n_workers * N_WORKER_COUNTERS + N_EXPORTER_COUNTERS
+        self.rings = []
+        self.name_ring = None
         try:
+            self.rings = [Ring(f"{tag}-ring{i}", settings.ring_slots, L.RECORD_BYTES) for i in range(self.n_workers)]
+            if settings.resolve_names:
+                self.name_ring = Ring(f"{tag}-names", settings.resolver_ring_slots, L.NAME_SLOT_BYTES)
+            words = (N_CONTROL + L.N_CAPTURE_COUNTERS + self.n_workers * N_WORKER_COUNTERS + N_EXPORTER_COUNTERS
+                     + N_RESOLVER_COUNTERS)
             self.shared = SharedCounters(f"{tag}-counters", words)
         except BaseException:
             self.unlink()
@@ -42,6 +48,9 @@ class Topology:
             self.worker_counters.append(self.shared.region(at, N_WORKER_COUNTERS))
             at += N_WORKER_COUNTERS
         self.exporter_counters = self.shared.region(at, N_EXPORTER_COUNTERS)
+        at += N_EXPORTER_COUNTERS
+        self.resolver_counters = self.shared.region(at, N_RESOLVER_COUNTERS)
+        self.resolver_id = self.n_workers  # the resolver's id in wire messages, after the workers'
         self.export_queue = self.ctx.Queue(EXPORT_QUEUE_BATCHES)
         self.reports = self.ctx.Queue()
 
@@ -49,5 +58,7 @@ class Topology:
         """Remove every segment name (mappings held by live processes stay valid)."""
         for r in self.rings:
             r.unlink()
+        if self.name_ring is not None:
+            self.name_ring.unlink()
         if hasattr(self, "shared"):
             self.shared.unlink()

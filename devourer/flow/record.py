@@ -31,6 +31,8 @@ stay the packets' own.
     17    last_clock
 """
 
+import socket
+
 import numpy as np
 
 FLOW_WORDS = 16  # rows sent to the exporter
@@ -70,3 +72,15 @@ def key_word(port_a: int, port_b: int, vlan: int, proto: int, v6: bool) -> int:
 def unpack_key(word: int):
     """(port_a, port_b, vlan, proto, v6) from a key word."""
     return word & 0xFFFF, (word >> 16) & 0xFFFF, (word >> 32) & 0xFFFF, (word >> 48) & 0xFF, bool((word >> 56) & 1)
+
+
+def format_addr(raw16: bytes, v6: bool) -> str:
+    """16 address bytes as stored in rows and packet records -> text."""
+    return socket.inet_ntop(socket.AF_INET6, raw16) if v6 else socket.inet_ntop(socket.AF_INET, raw16[:4])
+
+
+def format_mac(word: int) -> str | None:
+    """A MAC word (bit 63: known) -> 'aa:bb:cc:dd:ee:ff', or None."""
+    if not word >> 63:
+        return None
+    return ":".join(f"{(word >> s) & 0xFF:02x}" for s in range(40, -8, -8))

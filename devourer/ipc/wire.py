@@ -1,8 +1,9 @@
-"""Messages to the exporter (msgpack): batches of expired flow rows and control.
+"""Messages to the exporter (msgpack): batches of expired flow rows, names, control.
 
     {"t": "flows", "w": worker, "rows": <FLOW_WORDS*8*k bytes>}
-    {"t": "done",  "w": worker}          worker drained and flushed everything
-    {"t": "lost",  "w": worker}          supervisor: that worker died, stop waiting for it
+    {"t": "names", "wm": watermark_us, "obs": [...]}   from the resolver (procs.resolver)
+    {"t": "done",  "w": worker}          a worker (or the resolver) drained and flushed everything
+    {"t": "lost",  "w": worker}          supervisor: that process died, stop waiting for it
 """
 
 import msgpack
@@ -24,9 +25,11 @@ def lost(worker: int) -> bytes:
 
 
 def decode(message: bytes):
-    """(kind, worker, rows or None) from an encoded message."""
+    """(kind, worker, payload) from an encoded message: payload is the rows of a
+    flows message, the whole message for names, else None."""
     m = msgpack.unpackb(message)
-    rows = None
     if m["t"] == "flows":
-        rows = np.frombuffer(m["rows"], np.uint64).reshape(-1, FLOW_WORDS)
-    return m["t"], m["w"], rows
+        return "flows", m["w"], np.frombuffer(m["rows"], np.uint64).reshape(-1, FLOW_WORDS)
+    if m["t"] == "names":
+        return "names", None, m
+    return m["t"], m["w"], None

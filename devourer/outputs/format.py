@@ -16,12 +16,12 @@ first-seen time), so exporting the same flow twice gives the same id.
 
 import hashlib
 import itertools
-import socket
 
 import numpy as np
 import orjson
 
 from devourer.flow import record as R
+from devourer.flow.record import format_addr, format_mac
 
 PROTOCOL_NAMES = {6: "tcp", 17: "udp", 1: "icmp4", 58: "icmp6"}
 _HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
@@ -29,16 +29,6 @@ _UUID_DASHES = (8, 13, 18, 23)
 _M1 = np.uint64(0x9E3779B97F4A7C15)
 _M2 = np.uint64(0xBF58476D1CE4E5B9)
 _M3 = np.uint64(0x94D049BB133111EB)
-
-
-def format_addr(raw16: bytes, v6: bool) -> str:
-    return socket.inet_ntop(socket.AF_INET6, raw16) if v6 else socket.inet_ntop(socket.AF_INET, raw16[:4])
-
-
-def format_mac(word: int) -> str | None:
-    if not word >> 63:
-        return None
-    return ":".join(f"{(word >> s) & 0xFF:02x}" for s in range(40, -8, -8))
 
 
 def _mix(h: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -183,37 +173,48 @@ class RecordFormatter:
             "icmp_code": _json_small((state >> u(32)) & u(0xFF), is_icmp),
         }
 
-    def records(self, rows: np.ndarray) -> list[dict]:
+    def records(self, rows: np.ndarray, names=None) -> list[dict]:
         """A (k, FLOW_WORDS) uint64 array -> k record dicts (for outputs that want objects)."""
         if len(rows) == 0:
             return []
-        return [orjson.loads(line) for line in self.lines(rows).splitlines()]
+        return [orjson.loads(line) for line in self.lines(rows, names).splitlines()]
 
-    def lines(self, rows: np.ndarray) -> bytes:
+    def lines(self, rows: np.ndarray, names=None) -> bytes:
         """A (k, FLOW_WORDS) uint64 array -> k JSON lines.
 
         Every value is computed per column (numpy, or one list comprehension), then
         each line is one %-format of a template: no dict per record. Strings that
         come from the wire go through orjson (only the sensor id today; host names
         once the resolver lands); the rest are addresses, numbers, UUIDs and
-        timestamps, which need no escaping."""
+        timestamps, which need no escaping. ``names(addr, first_us, last_us)`` gives
+        each endpoint's names (none without it)."""
         if len(rows) == 0:
             return b""
         c = self._columns(rows)
         sensor = self._sensor_json
         (first_s, first_us), (last_s, last_us) = c["first"], c["last"]
+        if names is None:
+            src_names = dst_names = itertools.repeat("[]")
+        else:
+            firsts, lasts = rows[:, R.F_FIRST].tolist(), rows[:, R.F_LAST].tolist()
+            src_names = [self._names_json(names(a, f, t)) for a, f, t in zip(c["src_addr"], firsts, lasts)]
+            dst_names = [self._names_json(names(a, f, t)) for a, f, t in zip(c["dst_addr"], firsts, lasts)]
         text = "".join([RECORD_TEMPLATE % fields for fields in zip(
-            c["id"], c["protocol"], c["src_addr"], c["src_port"], c["src_mac"], c["dst_addr"], c["dst_port"],
-            c["dst_mac"], first_s, first_us, last_s, last_us, c["src_bytes"], c["src_pkts"], c["dst_bytes"],
-            c["dst_pkts"], c["status"], c["end_reason"], c["vlan"], c["src_tcp_flags"], c["dst_tcp_flags"],
-            c["icmp_type"], c["icmp_code"], itertools.repeat(sensor))])
+            c["id"], c["protocol"], c["src_addr"], c["src_port"], c["src_mac"], src_names, c["dst_addr"],
+            c["dst_port"], c["dst_mac"], dst_names, first_s, first_us, last_s, last_us, c["src_bytes"], c["src_pkts"],
+            c["dst_bytes"], c["dst_pkts"], c["status"], c["end_reason"], c["vlan"], c["src_tcp_flags"],
+            c["dst_tcp_flags"], c["icmp_type"], c["icmp_code"], itertools.repeat(sensor))])
         return text.encode()
+
+    @staticmethod
+    def _names_json(names: list[str]) -> str:
+        return orjson.dumps(names).decode() if names else "[]"
 
 
 RECORD_TEMPLATE = (
     '{"id":"%s","protocol":"%s",'
-    '"src":{"addr":"%s","port":%d,"hw_addr":%s,"names":[]},'
-    '"dst":{"addr":"%s","port":%d,"hw_addr":%s,"names":[]},'
+    '"src":{"addr":"%s","port":%d,"hw_addr":%s,"names":%s},'
+    '"dst":{"addr":"%s","port":%d,"hw_addr":%s,"names":%s},'
     '"first_seen_at":"%s.%06dZ","last_seen_at":"%s.%06dZ",'
     '"src_stat":{"bytes":%d,"packets":%d},"dst_stat":{"bytes":%d,"packets":%d},'
     '"status":"%s","end_reason":"%s","vlan":%s,"src_tcp_flags":%s,"dst_tcp_flags":%s,'

@@ -121,16 +121,25 @@ def _frag_slot(frag, v6, w0, w1, w2, w3, tag, ts, create):
     return free if free >= 0 else oldest
 
 
+@numba.njit(cache=True, inline="always")
+def _name_port(p):
+    return p == 53 or p == 5353 or p == 5355 or p == 137 or p == 67 or p == 68 or p == 546 or p == 547
+
+
 @numba.njit(cache=True)
 def decode_batch(data, meta, wire, datalink, snaplen, rec8, rec16, rec32, rec64, worker_of, n_workers,
-                 frag, counters, clock):
+                 frag, counters, clock, want_names, cand):
     """Decode one batch. Returns the number of records written to rec*/worker_of.
 
     data: packet bytes (uint8), meta: (n, 4) uint32 rows (sec, usec, offset, caplen);
     wire: wire lengths per packet, or an empty array when the source has none;
     rec8/16/32/64: views of one (n, RECORD_BYTES) buffer; frag: fragment table;
-    counters: capture counters (packet.layout C_*); clock: [running max ts_us]."""
+    counters: capture counters (packet.layout C_*); clock: [running max ts_us].
+    With want_names, packets that may carry names (UDP to or from a name port,
+    TCP DNS, a TLS ClientHello) are listed in cand: (n, 3) int64 rows of
+    (record index, payload offset in data, payload length); cand[n, 0] holds the count."""
     n = meta.shape[0]
+    n_cand = 0
     has_wire = wire.shape[0] == n
     out = 0
     clk = clock[0]
@@ -349,9 +358,45 @@ def decode_batch(data, meta, wire, datalink, snaplen, rec8, rec16, rec32, rec64,
         rec64[out, L.W_HASH] = h
         worker_of[out] = np.int32(((h >> np.uint64(32)) * np.uint64(n_workers)) >> np.uint64(32))
         counters[L.C_BYTES] += wl
+        if want_names and frag_off == 0:
+            ip_end = min(end, q + ip_len) if ip_len > 0 else end
+            pay = -1
+            if proto == 17 and l4 + 8 <= ip_end and (_name_port(sport) or _name_port(dport)):
+                pay = l4 + 8
+            elif proto == 6 and l4 + 20 <= ip_end:
+                p0 = l4 + (np.int64(data[l4 + 12]) >> 4) * 4
+                if p0 < ip_end and (sport == 53 or dport == 53 or (
+                        p0 + 6 <= ip_end and data[p0] == 0x16 and data[p0 + 1] == 3 and data[p0 + 5] == 1)):
+                    pay = p0
+            if pay >= 0:
+                cand[n_cand, 0] = out
+                cand[n_cand, 1] = pay
+                cand[n_cand, 2] = ip_end - pay
+                n_cand += 1
         out += 1
     clock[0] = clk
+    cand[n, 0] = n_cand
     return out
+
+
+@numba.njit(cache=True)
+def pack_name_slots(data, rec8, cand, slots):
+    """Copy each candidate's record and L4 payload into a resolver-ring slot. Returns the count."""
+    n = cand[cand.shape[0] - 1, 0]
+    for i in range(n):
+        r = cand[i, 0]
+        for k in range(L.RECORD_BYTES):
+            slots[i, k] = rec8[r, k]
+        off = cand[i, 1]
+        length = cand[i, 2]
+        keep = min(length, L.NAME_PAYLOAD_MAX)
+        slots[i, 88] = keep & 0xFF
+        slots[i, 89] = keep >> 8
+        slots[i, 90] = min(length, 65535) & 0xFF
+        slots[i, 91] = min(length, 65535) >> 8
+        for k in range(keep):
+            slots[i, L.NAME_PAYLOAD_AT + k] = data[off + k]
+    return n
 
 
 def new_fragment_table(slots: int = FRAG_SLOTS) -> np.ndarray:
@@ -361,7 +406,7 @@ def new_fragment_table(slots: int = FRAG_SLOTS) -> np.ndarray:
 class BatchDecoder:
     """Owns the output buffers and fragment table of one capture process."""
 
-    def __init__(self, batch_packets: int, n_workers: int, counters: np.ndarray):
+    def __init__(self, batch_packets: int, n_workers: int, counters: np.ndarray, want_names: bool = False):
         self.records = L.empty_records(batch_packets)
         self._r16 = self.records.view(np.uint16)
         self._r32 = self.records.view(np.uint32)
@@ -372,12 +417,27 @@ class BatchDecoder:
         self.counters = counters
         self.clock = np.zeros(1, np.int64)
         self._no_wire = np.zeros(0, np.uint32)
+        self.want_names = want_names
+        self.candidates = np.zeros((batch_packets + 1, 3), np.int64)
+        self.name_slots = np.zeros((batch_packets if want_names else 1, L.NAME_SLOT_BYTES), np.uint8)
+        self._data = None
+        self._batch_n = 0
 
     def decode(self, data: bytes, meta: bytes, wire, datalink: int, snaplen: int) -> int:
         buf = np.frombuffer(data, np.uint8)
         m = np.frombuffer(meta, np.uint32).reshape(-1, 4)
         if m.shape[0] > self.records.shape[0]:
             raise ValueError("batch larger than the decoder's buffers")
+        self._data = buf
+        self._batch_n = m.shape[0]
+        cand = self.candidates[: m.shape[0] + 1]
         return decode_batch(buf, m, self._no_wire if wire is None else wire, datalink, snaplen,
                             self.records, self._r16, self._r32, self._r64, self.worker_of,
-                            self.n_workers, self.frag, self.counters, self.clock)
+                            self.n_workers, self.frag, self.counters, self.clock, self.want_names, cand)
+
+    def name_packets(self) -> np.ndarray:
+        """Resolver-ring slots for the name candidates of the batch just decoded."""
+        if not self.want_names or self._data is None:
+            return self.name_slots[:0]
+        count = pack_name_slots(self._data, self.records, self.candidates[: self._batch_n + 1], self.name_slots)
+        return self.name_slots[:count]

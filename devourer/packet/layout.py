@@ -76,14 +76,26 @@ C_FILTERED = 7  # packets in the files that the BPF filter rejected
 C_DISPATCHED = 8  # packets written to worker rings
 C_FRAG_EVICTED = 9  # first-fragment entries pushed out of the bounded fragment table
 C_CLOCK_US = 10  # capture clock (running max of packet time), for stats
+C_NAME_PACKETS = 11  # name-resolution packets copied to the resolver ring
+C_NAME_DROPPED = 12  # ... that did not fit (live only: the resolver fell behind)
 N_CAPTURE_COUNTERS = 16
 
 CAPTURE_COUNTER_NAMES = {
     C_READ: "read", C_BYTES: "bytes", C_NON_IP: "non_ip", C_MALFORMED: "malformed",
     C_FRAG_UNMATCHED: "unmatched_fragments", C_RING_DROPPED: "ring_dropped",
     C_KERNEL_DROPPED: "kernel_dropped", C_FILTERED: "filtered", C_DISPATCHED: "dispatched",
-    C_FRAG_EVICTED: "fragment_table_evicted",
+    C_FRAG_EVICTED: "fragment_table_evicted", C_NAME_PACKETS: "name_packets", C_NAME_DROPPED: "name_dropped",
 }
+
+# Slots of the resolver ring: the packet's record, then its L4 payload (cut to fit).
+#   0   RECORD_BYTES  the packet record above
+#   88  u16           payload length in this slot
+#   90  u16           payload length on the wire (more than the slot holds: cut)
+#   92  ...           payload
+NAME_SLOT_BYTES = 2048
+NAME_PAYLOAD_AT = 92
+NAME_PAYLOAD_MAX = NAME_SLOT_BYTES - NAME_PAYLOAD_AT
+NAME_UDP_PORTS = (53, 5353, 5355, 137, 67, 68, 546, 547)
 
 
 def empty_records(n: int) -> np.ndarray:

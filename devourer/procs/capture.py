@@ -123,14 +123,16 @@ class CaptureLoop:
     batch (and while waiting for ring space). ``report(text)`` sends one line
     to the supervisor (damage, read errors)."""
 
-    def __init__(self, settings: Settings, rings, counters: np.ndarray, stop_requested, abort_requested, report):
+    def __init__(self, settings: Settings, rings, counters: np.ndarray, stop_requested, abort_requested, report,
+                 name_ring=None):
         self.settings = settings
         self.rings = rings
+        self.name_ring = name_ring
         self.counters = counters
         self.stop_requested = stop_requested
         self.abort_requested = abort_requested
         self.report = report
-        self.decoder = BatchDecoder(settings.batch_packets, len(rings), counters)
+        self.decoder = BatchDecoder(settings.batch_packets, len(rings), counters, want_names=name_ring is not None)
         self.damaged = False
 
     # ---- reading
@@ -248,10 +250,27 @@ class CaptureLoop:
                 return
             self.counters[L.C_DISPATCHED] += part.shape[0]
 
+    def _dispatch_names(self, live: bool) -> None:
+        if self.name_ring is None:
+            return
+        slots = self.decoder.name_packets()
+        if len(slots) == 0:
+            return
+        if live:
+            if not self.name_ring.try_write(slots):
+                self.counters[L.C_NAME_DROPPED] += len(slots)
+                return
+        elif not self.name_ring.write(slots, self.abort_requested):
+            return
+        self.counters[L.C_NAME_PACKETS] += len(slots)
+
+    def _all_rings(self):
+        return self.rings if self.name_ring is None else [*self.rings, self.name_ring]
+
     def _publish_clock(self) -> None:
         clock = int(self.decoder.clock[0])
         self.counters[L.C_CLOCK_US] = clock
-        for r in self.rings:
+        for r in self._all_rings():
             r.publish_clock(clock)
 
     # ---- loops
@@ -278,6 +297,7 @@ class CaptureLoop:
                 data, meta, wire = batch
                 n = self.decoder.decode(data, meta, wire, src.datalink, src.snaplen)
                 self._dispatch(n, live=False)
+                self._dispatch_names(live=False)
                 self._publish_clock()
         finally:
             if walker is not None:
@@ -298,6 +318,7 @@ class CaptureLoop:
             if meta:
                 n = self.decoder.decode(data, meta, None, src.datalink, src.snaplen)
                 self._dispatch(n, live=True)
+                self._dispatch_names(live=True)
                 last_packet_mono = now
                 last_packet_clock = int(self.decoder.clock[0])
             elif last_packet_clock and now - last_packet_mono > IDLE_CLOCK_AFTER_S:
@@ -334,6 +355,6 @@ class CaptureLoop:
             self.damaged = True
         finally:
             self._publish_clock()
-            for r in self.rings:
+            for r in self._all_rings():
                 r.close_producer()
         return DamagedCaptureError.exit_status if self.damaged else 0

@@ -1,25 +1,36 @@
 """The exporter process: the only owner of output I/O.
 
-Collects expired-flow batches from every worker, formats them as records
-(``outputs.format``) and writes them to the sink. It ends once every worker
-said it is done (or the supervisor said the worker is lost).
+Collects expired-flow batches from every worker and name observations from the
+resolver, enriches each flow with the names of its endpoints (``names.table``),
+formats the records (``outputs.format``) and writes them to the sink. A batch
+of flows waits until the resolver's watermark has passed its last packet, so
+every name seen before a flow ended is there. It ends once every worker and the
+resolver said they are done (or the supervisor said one of them is lost).
 """
 
+import collections
 import queue as queue_mod
 
+import numpy as np
+
+from devourer.flow import record as R
 from devourer.ipc import wire
+from devourer.names.table import NameTable
 from devourer.outputs.format import RecordFormatter
 from devourer.procs.common import orphaned
+from devourer.procs.resolver import WATERMARK_DONE, decode_names
 
 E_FLOWS_WRITTEN = 0
 E_BATCHES = 1
 E_WRITE_FAILED = 2  # flows that could not be written (dropped at the exporter)
-E_QUEUE_DEPTH = 3
-N_EXPORTER_COUNTERS = 4
+E_WAITING = 3  # flows waiting for the resolver's watermark
+E_NAMES_EVICTED = 4  # name-map entries pushed out by its bound
+N_EXPORTER_COUNTERS = 6
 
 
 class ExporterLoop:
-    def __init__(self, sink, sensor: str, in_queue, n_workers: int, counters, parent_pid: int, report):
+    def __init__(self, sink, sensor: str, in_queue, n_workers: int, counters, parent_pid: int, report,
+                 names: NameTable | None = None, resolver_id: int | None = None):
         self.sink = sink
         self.formatter = RecordFormatter(sensor)
         self.queue = in_queue
@@ -28,25 +39,58 @@ class ExporterLoop:
         self.parent_pid = parent_pid
         self.report = report
         self.failed = False
+        self.names = names
+        self.resolver_id = resolver_id
+        if names is not None and resolver_id is not None:
+            self.waiting_for.add(resolver_id)
+            self.watermark = -1
+        else:
+            self.watermark = WATERMARK_DONE
+        self.held: collections.deque = collections.deque()  # flow batches waiting for the watermark
 
     def handle(self, message: bytes) -> None:
-        kind, worker, rows = wire.decode(message)
+        kind, worker, payload = wire.decode(message)
         if kind == "flows":
-            if self.failed:
-                self.counters[E_WRITE_FAILED] += len(rows)
-                return
-            try:
-                self.sink.write(self.formatter.lines(rows))
-                self.sink.flush()
-            except OSError as e:
-                self.failed = True
-                self.counters[E_WRITE_FAILED] += len(rows)
-                self.report(f"exporter: cannot write output: {e.strerror or e}")
-                return
-            self.counters[E_FLOWS_WRITTEN] += len(rows)
-            self.counters[E_BATCHES] += 1
+            self.held.append((int(payload[:, R.F_LAST].max()), payload))
+            self.counters[E_WAITING] += len(payload)
+        elif kind == "names":
+            watermark, observations = decode_names(payload)
+            for ts, obs in observations:
+                self.names.observe(ts, obs)
+            self.counters[E_NAMES_EVICTED] = self.names.evicted
+            self.watermark = max(self.watermark, watermark)
         else:  # done / lost
             self.waiting_for.discard(worker)
+            if worker == self.resolver_id:
+                self.watermark = WATERMARK_DONE
+        self._release()
+
+    def _release(self) -> None:
+        """Write every held batch whose flows all ended before the watermark."""
+        ready = [rows for last, rows in self.held if last <= self.watermark]
+        if not ready:
+            return
+        self.held = collections.deque((last, rows) for last, rows in self.held if last > self.watermark)
+        rows = np.concatenate(ready) if len(ready) > 1 else ready[0]
+        self.counters[E_WAITING] -= len(rows)
+        self._write(rows)
+
+    def _write(self, rows) -> None:
+        if self.failed:
+            self.counters[E_WRITE_FAILED] += len(rows)
+            return
+        lookup = self.names.names_for if self.names is not None else None
+        try:
+            for start in range(0, len(rows), 4096):
+                self.sink.write(self.formatter.lines(rows[start:start + 4096], lookup))
+            self.sink.flush()
+        except OSError as e:
+            self.failed = True
+            self.counters[E_WRITE_FAILED] += len(rows)
+            self.report(f"exporter: cannot write output: {e.strerror or e}")
+            return
+        self.counters[E_FLOWS_WRITTEN] += len(rows)
+        self.counters[E_BATCHES] += 1
 
     def run(self) -> int:
         while self.waiting_for:
@@ -57,6 +101,8 @@ class ExporterLoop:
                     return 1
                 continue
             self.handle(message)
+        self.watermark = WATERMARK_DONE
+        self._release()
         try:
             self.sink.flush()
             self.sink.close()

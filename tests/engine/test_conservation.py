@@ -7,7 +7,7 @@ from tests.pcapbuild import read_pcap_records
 
 
 def summary_counts(stderr: str) -> dict:
-    line = [x for x in stderr.splitlines() if "summary:" in x][-1]
+    line = [x for x in stderr.splitlines() if "summary:" in x][-1].split("; names:")[0]
     nums = {k: int(v.replace(",", "")) for v, k in re.findall(r"([\d,]+) (packets read|in flows|non-IP|malformed|"
                                                              r"unmatched fragments|filtered|dropped|flows written)",
                                                              line)}

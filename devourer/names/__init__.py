@@ -1,0 +1,1 @@
+"""Passive name resolution: extracting names from packets, and the timed name map."""

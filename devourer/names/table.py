@@ -1,0 +1,100 @@
+"""The name map: which names hold for an address (or a MAC) during which time.
+
+Fed with ``extract.Observation``s stamped with their packet's time; asked for
+the names of a flow endpoint during the flow. Time is data (microseconds of
+packet time); nothing here reads a clock. Bounded: at most ``max_entries``
+addresses and MACs each, least recently observed out first (counted).
+
+A name learned for a MAC (DHCP host names, DHCPv6 FQDNs, mDNS/LLMNR/NBNS
+announcements) reaches an address only through a binding of that address to
+that MAC seen on the wire (a DHCP lease, or the announcement itself) -- never
+because a flow's packets came through that MAC, which for remote peers is the
+gateway's.
+"""
+
+from collections import OrderedDict
+
+from devourer.names.extract import Observation
+
+MAX_INTERVALS = 8
+ADDRESS_KINDS = {"A", "AAAA", "PTR", "NB", "NBSTAT", "sni"}
+MAC_KINDS = {"hostname", "fqdn", "client_fqdn"}
+
+
+def _add_interval(intervals: list, start: int, end: int) -> None:
+    """Add [start, end] to a short list of disjoint intervals, merging overlaps."""
+    for iv in intervals:
+        if start <= iv[1] and iv[0] <= end:
+            iv[0], iv[1] = min(iv[0], start), max(iv[1], end)
+            return
+    intervals.append([start, end])
+    if len(intervals) > MAX_INTERVALS:
+        intervals.sort()
+        a, b = intervals.pop(0), intervals.pop(0)
+        intervals.insert(0, [a[0], max(a[1], b[1])])
+
+
+def _overlaps(intervals: list, start: int, end: int) -> bool:
+    return any(a <= end and start <= b for a, b in intervals)
+
+
+class _Bounded(OrderedDict):
+    """key -> {value: intervals}, least recently touched first."""
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.limit = limit
+        self.evicted = 0
+
+    def add(self, key, value, start: int, end: int) -> None:
+        entry = self.get(key)
+        if entry is None:
+            entry = self[key] = {}
+            if len(self) > self.limit:
+                self.popitem(last=False)
+                self.evicted += 1
+        else:
+            self.move_to_end(key)
+        _add_interval(entry.setdefault(value, []), start, end)
+
+    def during(self, key, start: int, end: int) -> list:
+        entry = self.get(key)
+        if not entry:
+            return []
+        return [v for v, ivs in entry.items() if _overlaps(ivs, start, end)]
+
+
+class NameTable:
+    def __init__(self, max_entries: int = 1_000_000, default_ttl_s: int = 3600):
+        self.default_ttl_us = int(default_ttl_s * 1_000_000)
+        self.by_addr = _Bounded(max_entries)
+        self.by_mac = _Bounded(max_entries)
+        self.bindings = _Bounded(max_entries)  # address -> {mac: intervals}
+        self.observed = 0
+
+    @property
+    def evicted(self) -> int:
+        return self.by_addr.evicted + self.by_mac.evicted + self.bindings.evicted
+
+    def observe(self, ts_us: int, obs: Observation) -> None:
+        self.observed += 1
+        ttl = self.default_ttl_us if obs.ttl_s is None else int(obs.ttl_s) * 1_000_000
+        end = ts_us + ttl
+        if obs.kind == "bind":
+            if obs.addr and obs.mac:
+                self.bindings.add(obs.addr, obs.mac, ts_us, end)
+            return
+        if obs.kind in ADDRESS_KINDS and obs.addr:
+            for name in (*obs.alias, obs.name) if obs.kind in ("A", "AAAA") else (obs.name,):
+                self.by_addr.add(obs.addr, name, ts_us, end)
+        if obs.mac and obs.kind in MAC_KINDS:
+            self.by_mac.add(obs.mac, obs.name, ts_us, end)
+
+    def names_for(self, addr: str, first_us: int, last_us: int) -> list[str]:
+        """Names of addr valid at some time during [first_us, last_us], oldest observation first."""
+        names = self.by_addr.during(addr, first_us, last_us)
+        for mac in self.bindings.during(addr, first_us, last_us):
+            for name in self.by_mac.during(mac, first_us, last_us):
+                if name not in names:
+                    names.append(name)
+        return names
