@@ -90,6 +90,10 @@ class NameTable:
         if obs.mac and obs.kind in MAC_KINDS:
             self.by_mac.add(obs.mac, obs.name, ts_us, end)
 
+    def knows(self, addr: str) -> bool:
+        """Cheap test first: most flow endpoints have no name at all."""
+        return addr in self.by_addr or addr in self.bindings
+
     def names_for(self, addr: str, first_us: int, last_us: int) -> list[str]:
         """Names of addr valid at some time during [first_us, last_us], oldest observation first."""
         names = self.by_addr.during(addr, first_us, last_us)

@@ -16,12 +16,13 @@ first-seen time), so exporting the same flow twice gives the same id.
 
 import hashlib
 import itertools
+import socket
 
 import numpy as np
 import orjson
 
 from devourer.flow import record as R
-from devourer.flow.record import format_addr, format_mac
+from devourer.flow.record import format_mac
 
 PROTOCOL_NAMES = {6: "tcp", 17: "udp", 1: "icmp4", 58: "icmp6"}
 _HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
@@ -101,18 +102,27 @@ class RecordFormatter:
         self._mac_cache: dict[int, str] = {}
 
     def _addrs(self, words: np.ndarray, v6: np.ndarray) -> list[str]:
-        """(k, 2) address words -> k address strings."""
-        blob = np.ascontiguousarray(words).tobytes()
+        """(k, 2) address words -> k address strings (cached: flows share their hosts)."""
         cache = self._addr_cache
         if len(cache) > 1_000_000:
             cache.clear()
+        # IPv4 keys are the address as an int (fast to hash); IPv6 keys the 16 bytes
+        keys = (words[:, 0] & np.uint64(0xFFFFFFFF)).tolist()
+        if v6.any():
+            blob = np.ascontiguousarray(words).tobytes()
+            for i in np.flatnonzero(v6).tolist():
+                keys[i] = blob[16 * i:16 * i + 16]
         out = []
-        for i, is6 in enumerate(v6.tolist()):
-            b = blob[16 * i:16 * i + 16]
-            s = cache.get((b, is6))
-            if s is None:
-                s = cache[(b, is6)] = format_addr(b, is6)
-            out.append(s)
+        get = cache.get
+        for key in keys:
+            text = get(key)
+            if text is None:
+                if isinstance(key, int):
+                    text = socket.inet_ntop(socket.AF_INET, key.to_bytes(4, "little"))
+                else:
+                    text = socket.inet_ntop(socket.AF_INET6, key)
+                cache[key] = text
+            out.append(text)
         return out
 
     def _macs_json(self, words: np.ndarray) -> list[str]:
@@ -186,8 +196,8 @@ class RecordFormatter:
         each line is one %-format of a template: no dict per record. Strings that
         come from the wire go through orjson (only the sensor id today; host names
         once the resolver lands); the rest are addresses, numbers, UUIDs and
-        timestamps, which need no escaping. ``names(addr, first_us, last_us)`` gives
-        each endpoint's names (none without it)."""
+        timestamps, which need no escaping. ``names`` (a ``names.table.NameTable``)
+        gives each endpoint's names (none without it)."""
         if len(rows) == 0:
             return b""
         c = self._columns(rows)
@@ -197,8 +207,8 @@ class RecordFormatter:
             src_names = dst_names = itertools.repeat("[]")
         else:
             firsts, lasts = rows[:, R.F_FIRST].tolist(), rows[:, R.F_LAST].tolist()
-            src_names = [self._names_json(names(a, f, t)) for a, f, t in zip(c["src_addr"], firsts, lasts)]
-            dst_names = [self._names_json(names(a, f, t)) for a, f, t in zip(c["dst_addr"], firsts, lasts)]
+            src_names = self._names_column(names, c["src_addr"], firsts, lasts)
+            dst_names = self._names_column(names, c["dst_addr"], firsts, lasts)
         text = "".join([RECORD_TEMPLATE % fields for fields in zip(
             c["id"], c["protocol"], c["src_addr"], c["src_port"], c["src_mac"], src_names, c["dst_addr"],
             c["dst_port"], c["dst_mac"], dst_names, first_s, first_us, last_s, last_us, c["src_bytes"], c["src_pkts"],
@@ -207,8 +217,14 @@ class RecordFormatter:
         return text.encode()
 
     @staticmethod
-    def _names_json(names: list[str]) -> str:
-        return orjson.dumps(names).decode() if names else "[]"
+    def _names_column(names, addrs: list[str], firsts: list[int], lasts: list[int]) -> list[str]:
+        """JSON name lists per endpoint; ``names`` is a NameTable (``knows``, ``names_for``)."""
+        knows, names_for, dumps = names.knows, names.names_for, orjson.dumps
+        out = []
+        for a, f, t in zip(addrs, firsts, lasts):
+            found = names_for(a, f, t) if knows(a) else None
+            out.append(dumps(found).decode() if found else "[]")
+        return out
 
 
 RECORD_TEMPLATE = (

@@ -79,10 +79,9 @@ class ExporterLoop:
         if self.failed:
             self.counters[E_WRITE_FAILED] += len(rows)
             return
-        lookup = self.names.names_for if self.names is not None else None
         try:
             for start in range(0, len(rows), 4096):
-                self.sink.write(self.formatter.lines(rows[start:start + 4096], lookup))
+                self.sink.write(self.formatter.lines(rows[start:start + 4096], self.names))
             self.sink.flush()
         except OSError as e:
             self.failed = True

@@ -27,7 +27,7 @@ R_MALFORMED = 2  # name packets (or names in them) that could not be parsed
 R_TRUNCATED = 3  # payloads cut by the slot or the snaplen (parsed as far as they go)
 N_RESOLVER_COUNTERS = 4
 WATERMARK_DONE = (1 << 63) - 1
-SEND_EVERY_S = 0.05
+SEND_EVERY_S = 0.02  # observations and watermark go out at most this often (and at the end)
 
 
 class NameExtractor:
@@ -35,60 +35,74 @@ class NameExtractor:
 
     def __init__(self, counters: np.ndarray):
         self.counters = counters
+        self._macs: dict[int, str | None] = {}
 
     def slots(self, slots: np.ndarray) -> list[tuple[int, extract.Observation]]:
         recs = slots[:, :L.RECORD_BYTES].copy().view(L.PACKET_DTYPE).ravel()
+        kept = (slots[:, 88].astype(np.int64) | slots[:, 89].astype(np.int64) << 8).tolist()
+        on_wire = (slots[:, 90].astype(np.int64) | slots[:, 91].astype(np.int64) << 8).tolist()
+        columns = zip(recs["ts_us"].tolist(), recs["flags"].tolist(), recs["proto"].tolist(),
+                      recs["port_a"].tolist(), recs["port_b"].tolist(), recs["src_mac"].tolist(), kept, on_wire)
+        addr_a, addr_b = recs["addr_a"].tobytes(), recs["addr_b"].tobytes()
         out = []
-        for i in range(len(slots)):
+        for i, (ts, flags, proto, pa, pb, mac, n, n_wire) in enumerate(columns):
             self.counters[R_PACKETS] += 1
-            kept = int(slots[i, 88]) | int(slots[i, 89]) << 8
-            on_wire = int(slots[i, 90]) | int(slots[i, 91]) << 8
-            if kept < on_wire:
+            if n < n_wire:
                 self.counters[R_TRUNCATED] += 1
-            payload = slots[i, L.NAME_PAYLOAD_AT:L.NAME_PAYLOAD_AT + kept].tobytes()
+            payload = slots[i, L.NAME_PAYLOAD_AT:L.NAME_PAYLOAD_AT + n].tobytes()
+            a, b = addr_a[16 * i:16 * i + 16], addr_b[16 * i:16 * i + 16]
+            if flags & L.FLAG_FROM_B:
+                src, dst, sport, dport = b, a, pb, pa
+            else:
+                src, dst, sport, dport = a, b, pa, pb
             try:
-                obs = self.packet(recs[i], payload)
+                obs = self.packet(proto, bool(flags & L.FLAG_V6), src, dst, sport, dport, mac, payload)
             except DecodeError:
                 self.counters[R_MALFORMED] += 1
                 continue
-            ts = int(recs[i]["ts_us"])
-            out.extend((ts, o) for o in obs)
-            self.counters[R_OBSERVATIONS] += len(obs)
+            if obs:
+                out.extend((ts, o) for o in obs)
+                self.counters[R_OBSERVATIONS] += len(obs)
         return out
 
-    def packet(self, rec, payload: bytes) -> list[extract.Observation]:
-        flags = int(rec["flags"])
-        v6 = bool(flags & L.FLAG_V6)
-        a, b = rec["addr_a"].tobytes(), rec["addr_b"].tobytes()
-        pa, pb = int(rec["port_a"]), int(rec["port_b"])
-        if flags & L.FLAG_FROM_B:
-            src, dst, sport, dport = b, a, pb, pa
-        else:
-            src, dst, sport, dport = a, b, pa, pb
-        src_addr, dst_addr = format_addr(src, v6), format_addr(dst, v6)
-        mac = format_mac(int(rec["src_mac"]))
-        if int(rec["proto"]) == 6:
+    def _mac(self, word: int) -> str | None:
+        text = self._macs.get(word, 0)
+        if text == 0:
+            if len(self._macs) > 100_000:
+                self._macs.clear()
+            text = self._macs[word] = format_mac(word)
+        return text
+
+    def packet(self, proto: int, v6: bool, src: bytes, dst: bytes, sport: int, dport: int, mac_word: int,
+               payload: bytes) -> list[extract.Observation]:
+        """Observations from one name packet (its L4 payload and endpoints)."""
+        if proto == 6:
             if 53 in (sport, dport):
                 if len(payload) < 2:
                     raise DecodeError("TCP DNS message without its length")
                 size = struct.unpack_from("!H", payload)[0]
-                return extract.dns_observations(payload[2:2 + size], "dns")
+                return extract.dns_observations(payload[2:2 + size], "dns") if _is_response(payload[2:]) else []
             name = extract.tls_sni(payload)
-            return [extract.Observation("tls_sni", "sni", name, dst_addr)] if name else []
+            return [extract.Observation("tls_sni", "sni", name, format_addr(dst, v6))] if name else []
         ports = (sport, dport)
-        if 5353 in ports:
-            return extract.dns_observations(payload, "mdns", mac)
-        if 5355 in ports:
-            return extract.dns_observations(payload, "llmnr", mac)
-        if 53 in ports:
-            return extract.dns_observations(payload, "dns")
+        if 5353 in ports or 5355 in ports or 53 in ports:
+            if not _is_response(payload):
+                return []  # queries name nothing
+            source = "mdns" if 5353 in ports else "llmnr" if 5355 in ports else "dns"
+            return extract.dns_observations(payload, source, self._mac(mac_word) if source != "dns" else None)
         if 137 in ports:
-            return extract.nbns_observations(payload, src_addr, mac)
+            return extract.nbns_observations(payload, format_addr(src, v6), self._mac(mac_word))
         if 67 in ports or 68 in ports:
             return extract.dhcp_observations(payload)
         if 546 in ports or 547 in ports:
-            return extract.dhcpv6_observations(payload, mac, src_addr if sport == 546 else None)
+            return extract.dhcpv6_observations(payload, self._mac(mac_word),
+                                               format_addr(src, v6) if sport == 546 else None)
         return []
+
+
+def _is_response(msg: bytes) -> bool:
+    """A DNS-format message with the QR bit set (a query teaches nothing; a short one is parsed to count it)."""
+    return len(msg) < 3 or bool(msg[2] & 0x80)
 
 
 def encode_names(observations, watermark: int) -> bytes:
@@ -146,8 +160,9 @@ class ResolverLoop:
                 break
             if orphaned(self.parent_pid):
                 return 1
-            self._flush(clock)  # drained: everything up to clock is handled
-            last_send = time.monotonic()
+            if time.monotonic() - last_send > SEND_EVERY_S:
+                self._flush(clock)  # drained: everything up to clock is handled
+                last_send = time.monotonic()
             time.sleep(pause)
             pause = min(pause * 2, 5e-3)
         self._flush(WATERMARK_DONE)
