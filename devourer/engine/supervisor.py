@@ -28,7 +28,7 @@ from devourer.packet import layout as L
 from devourer.procs import capture as capture_proc
 from devourer.procs.common import CTL_ABORT, CTL_STOP, become_child
 from devourer.names.table import NameTable
-from devourer.procs.exporter import E_FLOWS_WRITTEN, E_WRITE_FAILED, ExporterLoop
+from devourer.procs.exporter import E_FLOWS_WRITTEN, E_NAMES_EVICTED, E_WRITE_FAILED, ExporterLoop
 from devourer.procs.resolver import R_MALFORMED, R_OBSERVATIONS, ResolverLoop
 from devourer.procs.worker import WorkerLoop
 from devourer.settings import Settings
@@ -223,6 +223,7 @@ class Supervisor:
             "name_dropped": int(c[L.C_NAME_DROPPED]),
             "name_malformed": int(topo.resolver_counters[R_MALFORMED]),
             "name_observations": int(topo.resolver_counters[R_OBSERVATIONS]),
+            "names_evicted": int(topo.exporter_counters[E_NAMES_EVICTED]),
         }
 
     def _stats_line(self, prev: dict, now: dict, dt: float) -> str:
@@ -243,7 +244,7 @@ class Supervisor:
                 f"({t['evicted']:,} evicted early, {t['exporter_dropped']:,} lost at the output); "
                 f"kernel dropped {t['kernel_dropped']:,}; names: {t['name_packets']:,} packets, "
                 f"{t['name_observations']:,} observations, {t['name_malformed']:,} malformed, "
-                f"{t['name_dropped']:,} dropped")
+                f"{t['name_dropped']:,} dropped, {t['names_evicted']:,} evicted from the name map")
 
     # ---- main loop
     def run(self) -> int:

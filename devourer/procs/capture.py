@@ -341,18 +341,22 @@ class CaptureLoop:
         self.counters[L.C_KERNEL_DROPPED] = drop + ifdrop
 
     def run(self, sources: list[Source]) -> int:
-        """Read every source; returns 0, or EXIT_DAMAGED's status after damage."""
+        """Read every source in order; returns 0, or EXIT_DAMAGED's status if one was damaged.
+
+        A damaged file is reported and the next one is read: a cut last file of a
+        rotation should not cost the files after it."""
         try:
             for src in sources:
                 if self.stop_requested() or self.abort_requested():
                     break
-                if src.live:
-                    self.run_live(src)
-                else:
-                    self.run_file(src)
-        except DamagedCaptureError as e:
-            self.report(str(e))
-            self.damaged = True
+                try:
+                    if src.live:
+                        self.run_live(src)
+                    else:
+                        self.run_file(src)
+                except DamagedCaptureError as e:
+                    self.report(str(e))
+                    self.damaged = True
         finally:
             self._publish_clock()
             for r in self._all_rings():

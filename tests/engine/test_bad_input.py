@@ -59,6 +59,14 @@ def test_two_files_are_read_in_order_and_damage_in_one_is_reported(tmp_path):
     assert len(records) == 4
 
 
+def test_damage_in_one_file_does_not_cost_the_files_after_it(tmp_path):
+    records, proc = capture_records(PCAPS / "dpkt__truncated_dns_2.pcap", "-r", PCAPS / "dpkt__http.pcap",
+                                    tmp_path=tmp_path)
+    assert proc.returncode == 4
+    assert len(records) == 4
+    assert len([x for x in proc.stderr.splitlines() if "damaged" in x]) == 1
+
+
 def test_unknown_interface_exit_3(no_shm_leftovers):
     proc = run_devourer("capture", "-i", "nosuchif0")
     assert proc.returncode == 3
