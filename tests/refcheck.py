@@ -135,7 +135,7 @@ def fragment_adjustments(pcap_path):
     reassembly is impossible, tshark 4.0 still reads the transport header of an
     IPv4 first fragment (and counts that frame) but counts nothing for IPv6."""
     datagrams = {}
-    for ts, caplen, wire, frame in read_pcap_records(pcap_path):
+    for _, caplen, wire, frame in read_pcap_records(pcap_path):
         f = _fragment_of(frame)
         if f is None:
             continue

@@ -284,9 +284,10 @@ class Supervisor:
             while self.signals:
                 self.signals.pop(0)
                 self._request_stop(topo)
-            self._reap(topo)
+            everyone_done = all(p.exitcode is not None for p in self.children.values())
+            self._reap(topo)  # after the check: a child that ended in between is still reaped
             self._drain_reports(topo)
-            if all(p.exitcode is not None for p in self.children.values()):
+            if everyone_done:
                 return
             now = time.monotonic()
             if self.stopping_since is not None and now - self.last_nudge > 1.0:

@@ -37,14 +37,31 @@ H_HEAD, H_CLOCK, H_CLOSED, H_DROPPED = 8, 9, 10, 11
 H_TAIL = 16
 
 
-class Ring:
+class _Segment:
+    """A shared-memory segment this process creates and, once, unlinks."""
+
+    def __init__(self, name: str, size: int):
+        self.name = name
+        self._shm = shared_memory.SharedMemory(name=name, create=True, size=size)
+        self._unlinked = False
+
+    def unlink(self) -> None:
+        """Remove the name from /dev/shm; mappings already made stay valid."""
+        if not self._unlinked:
+            self._unlinked = True
+            try:
+                self._shm.unlink()
+            except FileNotFoundError:
+                pass
+
+
+class Ring(_Segment):
     """One SPSC ring. Create it in the supervisor; use it in the forked children."""
 
     def __init__(self, name: str, slots: int, slot_bytes: int):
         if slots & (slots - 1):
             raise ValueError("ring slots must be a power of two")
-        self.name = name
-        self._shm = shared_memory.SharedMemory(name=name, create=True, size=HEADER_BYTES + slots * slot_bytes)
+        super().__init__(name, HEADER_BYTES + slots * slot_bytes)
         self._hdr = np.ndarray((HEADER_BYTES // 8,), np.uint64, self._shm.buf, 0)
         self._data = np.ndarray((slots, slot_bytes), np.uint8, self._shm.buf, HEADER_BYTES)
         self._hdr[:] = 0
@@ -54,7 +71,6 @@ class Ring:
         self._hdr[H_CAP] = slots
         self.capacity = slots
         self._mask = slots - 1
-        self._unlinked = False
 
     # ---- producer side
     def free_slots(self) -> int:
@@ -131,37 +147,17 @@ class Ring:
         self._hdr[H_TAIL] = tail + n  # release after the copy
         return n
 
-    # ---- owner
-    def unlink(self) -> None:
-        """Remove the name from /dev/shm; mappings already made stay valid."""
-        if not self._unlinked:
-            self._unlinked = True
-            try:
-                self._shm.unlink()
-            except FileNotFoundError:
-                pass
 
-
-class SharedCounters:
+class SharedCounters(_Segment):
     """An int64 array in shared memory, sliced into named regions per process.
 
     Every process writes only its own region (the arrays its compiled loops
     update in place), the supervisor only reads, so no locking is needed."""
 
     def __init__(self, name: str, words: int):
-        self.name = name
-        self._shm = shared_memory.SharedMemory(name=name, create=True, size=max(8, words * 8))
+        super().__init__(name, max(8, words * 8))
         self.array = np.ndarray((words,), np.int64, self._shm.buf, 0)
         self.array[:] = 0
-        self._unlinked = False
 
     def region(self, start: int, length: int) -> np.ndarray:
         return self.array[start:start + length]
-
-    def unlink(self) -> None:
-        if not self._unlinked:
-            self._unlinked = True
-            try:
-                self._shm.unlink()
-            except FileNotFoundError:
-                pass

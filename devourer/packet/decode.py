@@ -228,18 +228,12 @@ def decode_batch(data, meta, wire, datalink, snaplen, rec8, rec16, rec32, rec64,
             l4 = q + 40
             bad = False
             for _ in range(MAX_IPV6_EXT_HEADERS + 1):
-                if nh == 0 or nh == 43 or nh == 60 or nh == 135 or nh == 139 or nh == 140:
+                if nh == 0 or nh == 43 or nh == 60 or nh == 135 or nh == 139 or nh == 140 or nh == 51:
                     if l4 + 2 > end:
                         bad = True
                         break
-                    hl = (np.int64(data[l4 + 1]) + 1) * 8
-                    nh = np.int64(data[l4])
-                    l4 += hl
-                elif nh == 51:
-                    if l4 + 2 > end:
-                        bad = True
-                        break
-                    hl = (np.int64(data[l4 + 1]) + 2) * 4
+                    # AH counts its length in 4-byte units less 2, the others in 8-byte units less 1
+                    hl = (np.int64(data[l4 + 1]) + 2) * 4 if nh == 51 else (np.int64(data[l4 + 1]) + 1) * 8
                     nh = np.int64(data[l4])
                     l4 += hl
                 elif nh == 44:

@@ -3,6 +3,7 @@
 import ctypes
 import ctypes.util
 import os
+import queue as queue_mod
 import signal
 
 # control words (a SharedCounters region written by the supervisor only)
@@ -50,3 +51,15 @@ def become_child(role: str, handle_term=None) -> int:
 def orphaned(parent_pid: int) -> bool:
     """True once the supervisor is gone (we were re-parented)."""
     return os.getppid() != parent_pid
+
+
+def put_until(out_queue, message: bytes, give_up, timeout_s: float = 0.5) -> bool:
+    """Put message on a bounded queue, waiting for room; False if ``give_up()`` says
+    to stop waiting first (the reader is gone)."""
+    while True:
+        try:
+            out_queue.put(message, timeout=timeout_s)
+            return True
+        except queue_mod.Full:
+            if give_up():
+                return False

@@ -8,7 +8,6 @@ The exporter enriches a flow only once the watermark has passed the flow's last
 packet, so replays give the same names whatever the timing.
 """
 
-import queue as queue_mod
 import struct
 import time
 
@@ -19,7 +18,7 @@ from devourer.errors import DecodeError
 from devourer.flow.record import format_addr, format_mac
 from devourer.names import extract
 from devourer.packet import layout as L
-from devourer.procs.common import orphaned
+from devourer.procs.common import orphaned, put_until
 
 R_PACKETS = 0  # name packets handled
 R_OBSERVATIONS = 1  # observations made
@@ -127,13 +126,7 @@ class ResolverLoop:
         self.sent_wm = -1
 
     def _send(self, message: bytes) -> bool:
-        while True:
-            try:
-                self.queue.put(message, timeout=0.5)
-                return True
-            except queue_mod.Full:
-                if orphaned(self.parent_pid):
-                    return False
+        return put_until(self.queue, message, lambda: orphaned(self.parent_pid))
 
     def _flush(self, watermark: int) -> None:
         if self.pending or watermark > self.sent_wm:

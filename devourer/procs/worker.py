@@ -5,16 +5,13 @@ ring to the table and expired rows to the exporter's queue, and turns the end
 of the ring (capture closed it) into a final flush.
 """
 
-import queue as queue_mod
 import time
 
 from devourer.flow.table import FlowTable
 from devourer.ipc import wire
 from devourer.packet import layout as L
-from devourer.procs.common import CTL_ABORT, orphaned
+from devourer.procs.common import CTL_ABORT, orphaned, put_until
 from devourer.settings import Settings
-
-PUT_TIMEOUT_S = 0.5
 
 
 class WorkerLoop:
@@ -30,16 +27,12 @@ class WorkerLoop:
         self.buf = L.empty_records(settings.batch_packets)
         self.lost_output = False
 
+    def _exporter_gone(self) -> bool:
+        return bool(self.control[CTL_ABORT]) or orphaned(self.parent_pid)
+
     def _send(self, rows) -> None:
-        message = wire.flows(self.index, rows)
-        while True:
-            try:
-                self.queue.put(message, timeout=PUT_TIMEOUT_S)
-                return
-            except queue_mod.Full:
-                if self.control[CTL_ABORT] or orphaned(self.parent_pid):
-                    self.lost_output = True
-                    return
+        if not put_until(self.queue, wire.flows(self.index, rows), self._exporter_gone):
+            self.lost_output = True
 
     def run(self) -> int:
         pause = 1e-4
@@ -62,15 +55,5 @@ class WorkerLoop:
             pause = min(pause * 2, 5e-3)
         self.table.tick(self.ring.clock_us())
         self.table.flush()
-        self._send_done()
+        put_until(self.queue, wire.done(self.index), self._exporter_gone)
         return 0
-
-    def _send_done(self) -> None:
-        message = wire.done(self.index)
-        while True:
-            try:
-                self.queue.put(message, timeout=PUT_TIMEOUT_S)
-                return
-            except queue_mod.Full:
-                if self.control[CTL_ABORT] or orphaned(self.parent_pid):
-                    return

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.conftest import DEVOURER, REPO, capture_records, our_shm_segments, parse_records
+from tests.conftest import DEVOURER, REPO, capture_records, parse_records
 from tests.engine.proctools import alive, children_of
 
 NS_ADDR, HOST_ADDR = "10.254.77.2", "10.254.77.1"
