@@ -155,8 +155,12 @@ class CaptureLoop:
         caplens = np.frombuffer(meta, np.uint32).reshape(-1, 4)[:, 3]
         wire = walker.gather(caplens)
         if wire is None:
-            raise DamagedCaptureError(f"capture file {src.name}: record headers disagree with libpcap at packet "
-                                      f"{int(self.counters[L.C_READ]) + int(self.counters[L.C_FILTERED]) + 1}")
+            # libpcap shortened a record (one longer than the file's snaplen): walk the headers instead
+            wire, _ = walker.peek(len(caplens))
+            if len(wire) != len(caplens):
+                raise DamagedCaptureError(self._damage_message(src, walker, "record headers disagree with libpcap"))
+            wire = np.maximum(wire, caplens)
+            walker.commit(len(caplens))
         return self._filtered(src, data, meta, wire)
 
     def _read_pcapng_batch(self, src: Source, walker):

@@ -76,3 +76,17 @@ def test_gather_after_libpcap_equals_walking_the_headers(capture):
         walked.commit(len(caplens))
     walked.close()
     gathered.close()
+
+
+def test_records_longer_than_the_file_snaplen_still_count_their_wire_length(tmp_path):
+    """libpcap cuts such records to the snaplen; the walk falls back to reading the headers."""
+    from tests.conftest import capture_records
+    from tests.pcapbuild import ethernet, ipv4, udp
+
+    frame = ethernet("02:00:00:00:00:01", "02:00:00:00:00:02", 0x0800, ipv4("10.0.0.1", "10.0.0.2", 17, udp(1, 2, b"x" * 300)))
+    path = tmp_path / "long.pcap"
+    path.write_bytes(pcap_header(snaplen=128) + pcap_record(1.0, frame) + pcap_record(2.0, frame))
+    records, proc = capture_records(path, tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (rec,) = records
+    assert rec["src_stat"] == {"packets": 2, "bytes": 2 * len(frame)}
