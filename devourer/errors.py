@@ -36,11 +36,5 @@ class DamagedCaptureError(DevourerError):
     exit_status = EXIT_DAMAGED
 
 
-class EngineError(DevourerError):
-    """A process of the engine died or failed; the message names its role."""
-
-    exit_status = EXIT_FAILURE
-
-
 class DecodeError(ValueError):
     """Raised by the name-packet extractors on bytes they cannot parse."""

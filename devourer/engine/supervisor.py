@@ -36,7 +36,7 @@ from devourer.settings import Settings
 TICK_S = 0.1
 
 
-def _warm_up(settings: Settings) -> None:
+def _warm_up() -> None:
     """Compile (or load from cache) the hot loops once, before forking, so children inherit them."""
     import numpy as np
 
@@ -251,7 +251,7 @@ class Supervisor:
         settings = self.settings
         sources = capture_proc.open_sources(settings)
         check_output(settings)
-        _warm_up(settings)
+        _warm_up()
         topo = Topology(settings)
         self._install_signals()
         try:

@@ -69,11 +69,6 @@ def key_word(port_a: int, port_b: int, vlan: int, proto: int, v6: bool) -> int:
     return port_a | port_b << 16 | vlan << 32 | proto << 48 | int(v6) << 56 | 1 << 63
 
 
-def unpack_key(word: int):
-    """(port_a, port_b, vlan, proto, v6) from a key word."""
-    return word & 0xFFFF, (word >> 16) & 0xFFFF, (word >> 32) & 0xFFFF, (word >> 48) & 0xFF, bool((word >> 56) & 1)
-
-
 def format_addr(raw16: bytes, v6: bool) -> str:
     """16 address bytes as stored in rows and packet records -> text."""
     return socket.inet_ntop(socket.AF_INET6, raw16) if v6 else socket.inet_ntop(socket.AF_INET, raw16[:4])

@@ -38,9 +38,6 @@ K_FLUSHED = 5
 K_EVICTED = 6
 K_ACTIVE = 7  # flows in the table now
 N_WORKER_COUNTERS = 8
-WORKER_COUNTER_NAMES = {K_PACKETS: "packets", K_BYTES: "bytes", K_FLOWS_CREATED: "flows_created",
-                        K_EXPIRED_IDLE: "expired_idle", K_EXPIRED_ACTIVE: "expired_active",
-                        K_FLUSHED: "flushed", K_EVICTED: "evicted", K_ACTIVE: "active_flows"}
 
 
 @numba.njit(cache=True, inline="always")

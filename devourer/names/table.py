@@ -70,14 +70,12 @@ class NameTable:
         self.by_addr = _Bounded(max_entries)
         self.by_mac = _Bounded(max_entries)
         self.bindings = _Bounded(max_entries)  # address -> {mac: intervals}
-        self.observed = 0
 
     @property
     def evicted(self) -> int:
         return self.by_addr.evicted + self.by_mac.evicted + self.bindings.evicted
 
     def observe(self, ts_us: int, obs: Observation) -> None:
-        self.observed += 1
         ttl = self.default_ttl_us if obs.ttl_s is None else int(obs.ttl_s) * 1_000_000
         end = ts_us + ttl
         if obs.kind == "bind":

@@ -147,16 +147,13 @@ class RecordFormatter:
         v6 = ((key >> u(56)) & u(1)).astype(bool)
         state = rows[:, R.F_STATE]
         src_is_b = (state & u(R.ST_SRC_IS_B)).astype(bool)
-        a_side, b_side = ~src_is_b, src_is_b
-
-        def pick(a, b, src):
-            return np.where(src, a, b) if src is a_side else np.where(a_side, b, a)
+        a_is_src = ~src_is_b
 
         def src_dst(a, b):
-            return np.where(a_side[:, None] if a.ndim == 2 else a_side, a, b), np.where(
-                a_side[:, None] if a.ndim == 2 else a_side, b, a)
+            """(src column, dst column) from the A and B columns."""
+            sel = a_is_src[:, None] if a.ndim == 2 else a_is_src
+            return np.where(sel, a, b), np.where(sel, b, a)
 
-        del pick, b_side
         src_addr, dst_addr = src_dst(rows[:, R.F_ADDR_A:R.F_ADDR_A + 2], rows[:, R.F_ADDR_B:R.F_ADDR_B + 2])
         src_port, dst_port = src_dst(key & u(0xFFFF), (key >> u(16)) & u(0xFFFF))
         src_mac, dst_mac = src_dst(rows[:, R.F_MAC_A], rows[:, R.F_MAC_B])

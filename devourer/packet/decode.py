@@ -38,7 +38,6 @@ SUPPORTED_DATALINKS = {
 
 ETH_IPV4 = 0x0800
 ETH_IPV6 = 0x86DD
-VLAN_TPIDS = (0x8100, 0x88A8, 0x9100)
 
 FRAG_SLOTS = 1 << 14  # first fragments remembered at once
 FRAG_WORDS = 8

@@ -80,12 +80,6 @@ C_NAME_PACKETS = 11  # name-resolution packets copied to the resolver ring
 C_NAME_DROPPED = 12  # ... that did not fit (live only: the resolver fell behind)
 N_CAPTURE_COUNTERS = 16
 
-CAPTURE_COUNTER_NAMES = {
-    C_READ: "read", C_BYTES: "bytes", C_NON_IP: "non_ip", C_MALFORMED: "malformed",
-    C_FRAG_UNMATCHED: "unmatched_fragments", C_RING_DROPPED: "ring_dropped",
-    C_KERNEL_DROPPED: "kernel_dropped", C_FILTERED: "filtered", C_DISPATCHED: "dispatched",
-    C_FRAG_EVICTED: "fragment_table_evicted", C_NAME_PACKETS: "name_packets", C_NAME_DROPPED: "name_dropped",
-}
 
 # Slots of the resolver ring: the packet's record, then its L4 payload (cut to fit).
 #   0   RECORD_BYTES  the packet record above
@@ -95,7 +89,6 @@ CAPTURE_COUNTER_NAMES = {
 NAME_SLOT_BYTES = 2048
 NAME_PAYLOAD_AT = 92
 NAME_PAYLOAD_MAX = NAME_SLOT_BYTES - NAME_PAYLOAD_AT
-NAME_UDP_PORTS = (53, 5353, 5355, 137, 67, 68, 546, 547)
 
 
 def empty_records(n: int) -> np.ndarray:

@@ -339,7 +339,7 @@ class CaptureLoop:
 
     def _kernel_stats(self, src: Source) -> None:
         try:
-            recv, drop, ifdrop = src.handle.stats()
+            _, drop, ifdrop = src.handle.stats()
         except pcapy.PcapError:
             return
         self.counters[L.C_KERNEL_DROPPED] = drop + ifdrop

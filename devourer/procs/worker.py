@@ -25,14 +25,12 @@ class WorkerLoop:
         self.table = FlowTable(settings.idle_timeout_us, settings.active_timeout_us, per_worker_max, self._send)
         self.table.counters = counters
         self.buf = L.empty_records(settings.batch_packets)
-        self.lost_output = False
 
     def _exporter_gone(self) -> bool:
         return bool(self.control[CTL_ABORT]) or orphaned(self.parent_pid)
 
     def _send(self, rows) -> None:
-        if not put_until(self.queue, wire.flows(self.index, rows), self._exporter_gone):
-            self.lost_output = True
+        put_until(self.queue, wire.flows(self.index, rows), self._exporter_gone)  # gone: the run is failing anyway
 
     def run(self) -> int:
         pause = 1e-4
