@@ -99,8 +99,9 @@ class Supervisor:
             loop = ExporterLoop(sink, settings.sensor_id, topo.export_queue, topo.n_workers,
                                 topo.exporter_counters, parent, report, names, topo.resolver_id)
             code = loop.run()
-            topo.export_queue.close()
-            topo.export_queue.join_thread()
+            for q in (topo.export_queue, topo.reports):  # os._exit skips the queues' feeder threads
+                q.close()
+                q.join_thread()
             os._exit(code)
 
         def worker_main(i: int):
@@ -197,8 +198,9 @@ class Supervisor:
             except (queue_mod.Empty, OSError, ValueError):
                 return
             self.messages.append(f"devourer: {text}")
-            if text.startswith("exporter:"):
+            if text.startswith("exporter:"):  # the output is gone: reading on would only count losses
                 self.failed = True
+                self._abort(topo)
 
     # ---- statistics
     def _totals(self, topo: Topology) -> dict:

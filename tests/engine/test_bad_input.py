@@ -125,3 +125,18 @@ def test_unwritable_output_exit_3(tmp_path):
     assert proc.returncode == 3
     (line,) = _error_lines(proc.stderr)
     assert "cannot open output file" in line
+
+
+def test_output_closed_early_stops_the_run_with_one_line(tmp_path):
+    """`devourer capture -r big.pcap | head -1`: the reader goes away, devourer stops reading."""
+    import subprocess
+
+    from tests.conftest import DEVOURER, REPO
+
+    proc = subprocess.Popen([*DEVOURER, "capture", "-r", str(PCAPS / "zeek__echo-connections.pcap"), "--workers", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 1
+    assert [x for x in err.splitlines() if "cannot write output" in x] == ["devourer: exporter: cannot write output: Broken pipe"]
