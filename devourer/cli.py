@@ -74,6 +74,37 @@ class _Parser(configargparse.ArgumentParser):
         sys.exit(EXIT_USAGE)
 
 
+def version_text() -> str:
+    """devourer's version and those of what it runs on (for bug reports)."""
+    import ctypes
+    import ctypes.util
+    import platform
+    from importlib import metadata
+
+    lines = [f"devourer {__version__}", f"python {platform.python_version()}"]
+    try:
+        lib = ctypes.CDLL(ctypes.util.find_library("pcap") or "libpcap.so")
+        lib.pcap_lib_version.restype = ctypes.c_char_p
+        lines.append(lib.pcap_lib_version().decode())
+    except (OSError, AttributeError):
+        lines.append("libpcap: not found")
+    for dist in ("pcapy-ng", "numpy", "numba", "impacket", "orjson", "msgpack", "multiprocess", "ConfigArgParse"):
+        try:
+            lines.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            lines.append(f"{dist}: not installed")
+    return "\n".join(lines)
+
+
+class _VersionAction(configargparse.Action):
+    def __init__(self, option_strings, dest=configargparse.SUPPRESS, default=configargparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit()
+
+
 def default_workers() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
@@ -81,9 +112,10 @@ def default_workers() -> int:
 def build_parser() -> _Parser:
     parser = _Parser(prog="devourer", description="Bidirectional network flow collector: reads packets with "
                      "libpcap (live or from files), writes one JSON record per flow.")
-    parser.add_argument("--version", action="version", version=f"devourer {__version__}")
+    parser.add_argument("--version", action=_VersionAction,
+                        help="print the versions of devourer, Python, libpcap and key libraries, and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.add_parser("version", help="print the version and exit")
+    sub.add_parser("version", help="print the versions of devourer, Python, libpcap and key libraries")
     nm = sub.add_parser("names", help="print the names a capture file teaches (no flows)",
                         description="Read capture files with the same decoder and name extractors as 'capture' and "
                                     "print one row per distinct name observation: source, kind, name, value.")
@@ -176,7 +208,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "version":
-        print(f"devourer {__version__}")
+        print(version_text())
         return 0
     if args.command == "names":
         from devourer.names import dump

@@ -15,4 +15,4 @@ PYTHON=${PYTHON:-python3}
 "$PYTHON" -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q -e '.[test]'
-echo "devourer installed in $(pwd)/.venv: $(.venv/bin/devourer --version)"
+echo "devourer $(.venv/bin/python -c "import devourer; print(devourer.__version__)") installed in $(pwd)/.venv"

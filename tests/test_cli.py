@@ -45,6 +45,10 @@ def test_example_config_file_parses(monkeypatch):
 def test_version_and_help():
     proc = run_devourer("--version")
     assert proc.returncode == 0 and proc.stdout.startswith("devourer ")
+    lines = run_devourer("version").stdout.splitlines()
+    assert lines == proc.stdout.splitlines()
+    assert any(x.startswith("python 3.") for x in lines) and any(x.startswith("libpcap version") for x in lines)
+    assert any(x.startswith("numba ") for x in lines)
     proc = run_devourer("capture", "--help")
     assert proc.returncode == 0
     for flag in ("--interface", "--read-file", "--output", "--write-file", "--stat-interval", "--workers",
