@@ -143,13 +143,34 @@ def build_parser() -> _Parser:
     src.add_argument("--buffer-size", type=_typed(parse_size, "size"), default="64M",
                      help="live: kernel capture buffer size")
     out = cap.add_argument_group("output")
-    out.add_argument("-o", "--output", choices=["stdout", "file"], default="stdout",
+    out.add_argument("-o", "--output", choices=["stdout", "file", "bigquery"], default="stdout",
                      help="where flow records go")
     out.add_argument("-w", "--write-file", metavar="PATH", help="with -o file: JSON-lines file to append to")
     out.add_argument("-s", "--stat-interval", type=_typed(parse_duration, "duration"), default="0",
                      help="print a statistics line on stderr this often (e.g. 10s); 0: never")
     out.add_argument("--sensor-id", default=socket.gethostname(),
                      help="name of this sensor; part of every flow id and written as 'sensor'")
+    bq = cap.add_argument_group("BigQuery output (-o bigquery)")
+    bq.add_argument("--bigquery-project-id", "--bq-project-id", metavar="PROJECT",
+                    help="project of the dataset (env also DEVOURER_BQ_PROJECT_ID)")
+    bq.add_argument("--bigquery-dataset-id", "--bq-dataset", metavar="DATASET",
+                    help="dataset that holds the table; it must exist (env also DEVOURER_BQ_DATASET)")
+    bq.add_argument("--bigquery-table", default="flow_logs", metavar="TABLE",
+                    help="table, created DAY-partitioned on first_seen_at if absent")
+    bq.add_argument("--bigquery-sa-key-file", "--bq-sa-key-file", metavar="PATH",
+                    help="service-account key file; default: application default credentials "
+                         "(env also DEVOURER_BQ_SA_KEY_FILE)")
+    bq.add_argument("--bigquery-sa-key-data", metavar="JSON",
+                    help="the service-account key itself (for containers; prefer the environment variable)")
+    bq.add_argument("--bigquery-endpoint", metavar="URL",
+                    help="API endpoint (an emulator or a private endpoint); anonymous unless a key is given")
+    bq.add_argument("--bigquery-flush-interval", type=_typed(parse_duration, "duration"), default="5s",
+                    help="send a partial batch after this long")
+    bq.add_argument("--spool-dir", default="devourer-spool", metavar="DIR",
+                    help="rows wait here while BigQuery is unreachable, and are sent from here when it is back "
+                         "(also after a restart)")
+    bq.add_argument("--spool-max-size", type=_typed(parse_size, "size"), default="1G",
+                    help="the spool's bound; rows that do not fit are counted as dropped")
     flows = cap.add_argument_group("flows")
     flows.add_argument("--flow-timeout", type=_typed(parse_duration, "duration"), default="120s",
                        help="a flow idle this long (packet time) is written out")
@@ -187,6 +208,12 @@ def settings_from_args(args) -> Settings:
         raise UsageError("nothing to capture from: give -i INTERFACE or -r FILE")
     if args.output == "file" and not args.write_file:
         raise UsageError("-o file needs -w/--write-file PATH")
+    for name, alias in (("bigquery_project_id", "DEVOURER_BQ_PROJECT_ID"), ("bigquery_dataset_id", "DEVOURER_BQ_DATASET"),
+                        ("bigquery_sa_key_file", "DEVOURER_BQ_SA_KEY_FILE")):
+        if getattr(args, name) is None and os.environ.get(alias):  # the original tool's spellings
+            setattr(args, name, os.environ[alias])
+    if args.output == "bigquery" and not (args.bigquery_project_id and args.bigquery_dataset_id):
+        raise UsageError("-o bigquery needs --bigquery-project-id and --bigquery-dataset-id")
     if args.write_file and args.output != "file":
         raise UsageError("-w/--write-file is only used with -o file")
     for name in ("flow_timeout", "active_timeout"):
@@ -201,7 +228,12 @@ def settings_from_args(args) -> Settings:
         active_timeout_s=args.active_timeout, max_flows=args.max_flows, bpf=args.bpf, snaplen=args.snaplen,
         promisc=args.promisc, buffer_size=args.buffer_size, batch_packets=args.batch_size, ring_slots=ring,
         sensor_id=args.sensor_id, shutdown_timeout_s=args.shutdown_timeout, resolve_names=args.names,
-        max_names=args.max_names, name_lifetime_s=args.name_lifetime)
+        max_names=args.max_names, name_lifetime_s=args.name_lifetime,
+        bigquery_project_id=args.bigquery_project_id, bigquery_dataset_id=args.bigquery_dataset_id,
+        bigquery_table=args.bigquery_table, bigquery_sa_key_file=args.bigquery_sa_key_file,
+        bigquery_sa_key_data=args.bigquery_sa_key_data, bigquery_endpoint=args.bigquery_endpoint,
+        bigquery_flush_interval_s=args.bigquery_flush_interval, spool_dir=args.spool_dir,
+        spool_max_bytes=args.spool_max_size)
 
 
 def main(argv=None) -> int:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 class Settings:
     read_files: tuple[str, ...] = ()
     interface: str | None = None
-    output: str = "stdout"  # stdout | file
+    output: str = "stdout"  # stdout | file | bigquery
     write_file: str | None = None
     stat_interval_s: float = 0.0  # 0: no periodic stats line
     workers: int = 1
@@ -26,6 +26,15 @@ class Settings:
     max_names: int = 1_000_000  # addresses (and MACs) the name map holds at most
     name_lifetime_s: float = 3600.0  # for names the wire gives no lifetime (SNI, NBNS without TTL, ...)
     resolver_ring_slots: int = 1 << 13
+    bigquery_project_id: str | None = None
+    bigquery_dataset_id: str | None = None
+    bigquery_table: str = "flow_logs"
+    bigquery_sa_key_file: str | None = None
+    bigquery_sa_key_data: str | None = None
+    bigquery_endpoint: str | None = None
+    bigquery_flush_interval_s: float = 5.0
+    spool_dir: str = "devourer-spool"
+    spool_max_bytes: int = 1 << 30
 
     @property
     def live(self) -> bool:

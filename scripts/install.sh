@@ -15,4 +15,18 @@ PYTHON=${PYTHON:-python3}
 "$PYTHON" -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q -e '.[test]'
+# The BigQuery emulator the tests talk to (../shared/bigquery-emulator.md): local-bigquery needs
+# Python >= 3.13, so it lives in a venv of its own, .venv-bqemu.
+PY313=$(command -v python3.13 || ls "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.13*/bin/python3.13 2>/dev/null | head -1 || true)
+if [ -n "$PY313" ]; then
+    if [ ! -x .venv-bqemu/bin/python ]; then "$PY313" -m venv .venv-bqemu; fi
+    .venv-bqemu/bin/pip install -q local-bigquery==0.4.0 2>/dev/null || true
+    .venv-bqemu/bin/pip install -q duckdb==1.5.5 duckdb-extensions==1.5.5 duckdb-extension-icu==1.5.5 \
+        duckdb-extension-ducklake==1.5.5 duckdb-extension-spatial==1.5.5 pytz 2>/dev/null || true
+    .venv-bqemu/bin/python -c "import duckdb, duckdb_extensions as x; c = duckdb.connect(); \
+[x.import_extension(e, con=c) for e in ('icu', 'ducklake', 'spatial')]" \
+        || echo "BigQuery emulator not usable: the BigQuery tests will be skipped"
+else
+    echo "no Python 3.13 found: the BigQuery emulator is not installed and its tests will be skipped"
+fi
 echo "devourer $(.venv/bin/python -c "import devourer; print(devourer.__version__)") installed in $(pwd)/.venv"

@@ -28,7 +28,8 @@ from devourer.packet import layout as L
 from devourer.procs import capture as capture_proc
 from devourer.procs.common import CTL_ABORT, CTL_STOP, become_child
 from devourer.names.table import NameTable
-from devourer.procs.exporter import E_FLOWS_WRITTEN, E_NAMES_EVICTED, E_WRITE_FAILED, ExporterLoop
+from devourer.procs.exporter import (E_BQ_REJECTED, E_BQ_SENT, E_BQ_SPOOL_DROPPED, E_BQ_SPOOLED, E_FLOWS_WRITTEN,
+                                     E_NAMES_EVICTED, E_WRITE_FAILED, SINK_COUNTERS, CounterView, ExporterLoop)
 from devourer.procs.resolver import R_MALFORMED, R_OBSERVATIONS, ResolverLoop
 from devourer.procs.worker import WorkerLoop
 from devourer.settings import Settings
@@ -70,11 +71,14 @@ class Supervisor:
         self.signals: list[int] = []
         self.children: dict[str, object] = {}
         self.exit_status = EXIT_OK
-        self.messages: list[str] = []
         self.stopping_since: float | None = None
         self.last_nudge = 0.0
         self.damaged = False
         self.failed = False
+
+    def _say(self, line: str) -> None:
+        """One line on stderr, when it happens (an outage should be seen while it lasts)."""
+        print(line, file=self.out, flush=True)
 
     # ---- signals: handlers only record
     def _on_signal(self, signum, frame) -> None:
@@ -94,7 +98,7 @@ class Supervisor:
 
         def exporter_main():
             parent = become_child("exporter")
-            sink = open_sink(settings)
+            sink = open_sink(settings, report, CounterView(topo.exporter_counters, SINK_COUNTERS))
             names = NameTable(settings.max_names, settings.name_lifetime_s) if settings.resolve_names else None
             loop = ExporterLoop(sink, settings.sensor_id, topo.export_queue, topo.n_workers,
                                 topo.exporter_counters, parent, report, names, topo.resolver_id)
@@ -183,7 +187,7 @@ class Supervisor:
             if code == 0:
                 continue
             how = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
-            self.messages.append(f"devourer: {role} (pid {p.pid}) {how}")
+            self._say(f"devourer: {role} (pid {p.pid}) {how}")
             self.failed = True
             if role.startswith("worker"):
                 topo.export_queue.put(wire.lost(int(role.split()[1])))
@@ -197,8 +201,8 @@ class Supervisor:
                 text = topo.reports.get_nowait()
             except (queue_mod.Empty, OSError, ValueError):
                 return
-            self.messages.append(f"devourer: {text}")
-            if text.startswith("exporter:"):  # the output is gone: reading on would only count losses
+            self._say(f"devourer: {text}")
+            if text.startswith("exporter: cannot write output"):  # the output is gone: reading on would only count losses
                 self.failed = True
                 self._abort(topo)
 
@@ -226,6 +230,10 @@ class Supervisor:
             "name_malformed": int(topo.resolver_counters[R_MALFORMED]),
             "name_observations": int(topo.resolver_counters[R_OBSERVATIONS]),
             "names_evicted": int(topo.exporter_counters[E_NAMES_EVICTED]),
+            "bq_sent": int(topo.exporter_counters[E_BQ_SENT]),
+            "bq_rejected": int(topo.exporter_counters[E_BQ_REJECTED]),
+            "bq_spooled": int(topo.exporter_counters[E_BQ_SPOOLED]),
+            "bq_spool_dropped": int(topo.exporter_counters[E_BQ_SPOOL_DROPPED]),
         }
 
     def _stats_line(self, prev: dict, now: dict, dt: float) -> str:
@@ -246,13 +254,16 @@ class Supervisor:
                 f"({t['evicted']:,} evicted early, {t['exporter_dropped']:,} lost at the output); "
                 f"kernel dropped {t['kernel_dropped']:,}; names: {t['name_packets']:,} packets, "
                 f"{t['name_observations']:,} observations, {t['name_malformed']:,} malformed, "
-                f"{t['name_dropped']:,} dropped, {t['names_evicted']:,} evicted from the name map")
+                f"{t['name_dropped']:,} dropped, {t['names_evicted']:,} evicted from the name map"
+                + (f"; bigquery: {t['bq_sent']:,} rows sent, {t['bq_rejected']:,} rejected, "
+                   f"{t['bq_spooled']:,} waiting in the spool, {t['bq_spool_dropped']:,} dropped (spool full)"
+                   if self.settings.output == "bigquery" else ""))
 
     # ---- main loop
     def run(self) -> int:
         settings = self.settings
         sources = capture_proc.open_sources(settings)
-        check_output(settings)
+        check_output(settings, warn=lambda text: print(f"devourer: {text}", file=self.out, flush=True))
         _warm_up()
         topo = Topology(settings)
         self._install_signals()
@@ -267,8 +278,6 @@ class Supervisor:
                     p.kill()
                     p.join(5)
         self._drain_reports(topo)
-        for m in self.messages:
-            print(m, file=self.out)
         totals = self._totals(topo)
         print(self.summary_line(totals), file=self.out, flush=True)
         if self.failed:
@@ -295,7 +304,7 @@ class Supervisor:
             if self.stopping_since is not None and now - self.last_nudge > 1.0:
                 self._nudge_capture()
             if self.stopping_since is not None and now - self.stopping_since > settings.shutdown_timeout_s:
-                self.messages.append(f"devourer: shutdown took longer than {settings.shutdown_timeout_s:g}s; "
+                self._say(f"devourer: shutdown took longer than {settings.shutdown_timeout_s:g}s; "
                                      "killing what is left")
                 self.failed = True
                 for p in self.children.values():

@@ -3,11 +3,17 @@
 Every sink has ``write(lines: bytes)``, ``flush()`` and ``close()``; ``open_sink``
 is the one place that maps the ``--output`` setting to a sink."""
 
+import os
+
 from devourer.errors import SourceError
 from devourer.settings import Settings
 
 
-def open_sink(settings: Settings):
+def open_sink(settings: Settings, report=None, counters=None):
+    if settings.output == "bigquery":
+        from devourer.outputs.bigquery import BigQuerySink
+
+        return BigQuerySink(settings, report or (lambda text: None), counters)
     if settings.output == "file":
         from devourer.outputs.jsonfile import JsonFileSink
 
@@ -17,8 +23,16 @@ def open_sink(settings: Settings):
     return StdoutSink()
 
 
-def check_output(settings: Settings) -> None:
-    """Fail early (before any capture) when the output cannot be opened."""
+def check_output(settings: Settings, warn) -> None:
+    """Fail early (before any capture) when the output cannot be used."""
+    if settings.output == "bigquery":
+        from devourer.outputs import bigquery
+
+        try:
+            os.makedirs(settings.spool_dir, mode=0o700, exist_ok=True)
+        except OSError as e:
+            raise SourceError(f"cannot create --spool-dir {settings.spool_dir}: {e.strerror}") from None
+        bigquery.prepare(settings, warn)
     if settings.output == "file":
         try:
             with open(settings.write_file, "ab"):

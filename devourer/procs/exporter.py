@@ -25,7 +25,26 @@ E_BATCHES = 1
 E_WRITE_FAILED = 2  # flows that could not be written (dropped at the exporter)
 E_WAITING = 3  # flows waiting for the resolver's watermark
 E_NAMES_EVICTED = 4  # name-map entries pushed out by its bound
-N_EXPORTER_COUNTERS = 6
+E_BQ_SENT = 5  # rows BigQuery took
+E_BQ_REJECTED = 6  # rows BigQuery refused (reported one by one)
+E_BQ_SPOOLED = 7  # rows waiting in the spool now
+E_BQ_SPOOL_DROPPED = 8  # rows lost because the spool was full
+N_EXPORTER_COUNTERS = 10
+SINK_COUNTERS = {"sent": E_BQ_SENT, "rejected": E_BQ_REJECTED, "spooled": E_BQ_SPOOLED,
+                 "spool_dropped": E_BQ_SPOOL_DROPPED}
+
+
+class CounterView:
+    """Named access to the exporter's shared counters, for the output sinks."""
+
+    def __init__(self, array, names: dict[str, int]):
+        self.array, self.names = array, names
+
+    def __getitem__(self, name: str) -> int:
+        return int(self.array[self.names[name]])
+
+    def __setitem__(self, name: str, value: int) -> None:
+        self.array[self.names[name]] = value
 
 
 class ExporterLoop:
@@ -81,7 +100,11 @@ class ExporterLoop:
             return
         try:
             for start in range(0, len(rows), 4096):
-                self.sink.write(self.formatter.lines(rows[start:start + 4096], self.names))
+                part = rows[start:start + 4096]
+                if getattr(self.sink, "wants_records", False):
+                    self.sink.write_records(self.formatter.records(part, self.names))
+                else:
+                    self.sink.write(self.formatter.lines(part, self.names))
             self.sink.flush()
         except OSError as e:
             self.failed = True
@@ -98,6 +121,8 @@ class ExporterLoop:
             except queue_mod.Empty:
                 if orphaned(self.parent_pid):
                     return 1
+                if hasattr(self.sink, "tick"):
+                    self.sink.tick()  # time-bound batches and spool replay go on without traffic
                 continue
             self.handle(message)
         self.watermark = WATERMARK_DONE

@@ -1,0 +1,272 @@
+"""-o bigquery against a real BigQuery emulator over HTTP (local-bigquery, see
+../shared/bigquery-emulator.md; scripts/install.sh puts it in .venv-bqemu).
+
+The real Google endpoint cannot be reached from here; everything else is real:
+the google-cloud-bigquery client, HTTP, table creation, insertAll with insertIds.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+import pytest
+
+from tests.conftest import PCAPS, REPO, SHARED, capture_records, run_devourer
+
+EMULATOR_PY = REPO / ".venv-bqemu" / "bin" / "python"
+PROJECT = "test-project"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def emulator():
+    if not EMULATOR_PY.exists():
+        pytest.skip("BigQuery emulator not installed (scripts/install.sh installs it into .venv-bqemu; "
+                    "it needs Python 3.13)")
+    port, grpc_port = _free_port(), _free_port()
+    data = tempfile.mkdtemp(prefix="bqemu-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    log = open(os.path.join(data, "emulator.log"), "wb")
+    proc = subprocess.Popen([str(EMULATOR_PY), str(SHARED / "bigquery-emulator" / "serve.py"), "serve", "--host",
+                             "127.0.0.1", "--port", str(port), "--grpc-port", str(grpc_port), "--project", PROJECT,
+                             "--data-dir", data], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/bigquery/v2/projects/{PROJECT}/datasets", timeout=1)
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail("BigQuery emulator did not start")
+            time.sleep(0.1)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+    shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture
+def client(emulator):
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
+
+    return bigquery.Client(project=PROJECT, credentials=AnonymousCredentials(),
+                           client_options={"api_endpoint": emulator})
+
+
+@pytest.fixture
+def dataset(client, request):
+    name = f"d_{request.node.name.split('[')[0][5:30]}_{os.getpid()}_{int(time.time() * 1000) % 10**6}"
+    client.create_dataset(name, exists_ok=True)
+    return name
+
+
+def _bq_args(emulator, dataset, spool, *extra):
+    return ["-o", "bigquery", "--bigquery-project-id", PROJECT, "--bigquery-dataset-id", dataset,
+            "--bigquery-endpoint", emulator, "--spool-dir", str(spool), "--bigquery-flush-interval", "1s", *extra]
+
+
+def _rows(client, dataset):
+    return [dict(r) for r in client.query(f"SELECT * FROM `{PROJECT}.{dataset}.flow_logs`").result()]
+
+
+def test_replay_creates_the_table_and_stores_exactly_the_file_output(emulator, client, dataset, tmp_path):
+    capture = PCAPS / "nfstream__iphone.pcap"
+    proc = run_devourer("capture", "-r", capture, *_bq_args(emulator, dataset, tmp_path / "spool"))
+    assert proc.returncode == 0, proc.stderr
+    table = client.get_table(f"{PROJECT}.{dataset}.flow_logs")
+    assert table.time_partitioning.type_ == "DAY" and table.time_partitioning.field == "first_seen_at"
+    modes = {f.name: (f.field_type, f.mode) for f in table.schema}
+    assert modes["src_names"] == ("STRING", "REPEATED") and modes["first_seen_at"][0] == "TIMESTAMP"
+    assert modes["src_bytes"] == ("INTEGER", "NULLABLE")
+
+    records, _ = capture_records(capture, tmp_path=tmp_path)
+    from devourer.outputs.bigquery import row_of
+
+    want = {r["id"]: row_of(r) for r in records}
+    got = {r["id"]: r for r in _rows(client, dataset)}
+    assert set(got) == set(want)
+    for flow_id, row in want.items():
+        stored = got[flow_id]
+        for k, v in row.items():
+            if k in ("first_seen_at", "last_seen_at"):
+                assert stored[k].strftime("%Y-%m-%dT%H:%M:%S.%fZ") == v
+            else:
+                assert stored[k] == v, (flow_id, k)
+    assert any(r["dst_names"] for r in got.values())
+    assert "bigquery: 51 rows sent, 0 rejected, 0 waiting in the spool" in proc.stderr
+
+
+def test_older_smaller_table_gets_the_missing_columns(emulator, client, dataset, tmp_path):
+    from google.cloud import bigquery
+
+    old = bigquery.Table(f"{PROJECT}.{dataset}.flow_logs", schema=[
+        bigquery.SchemaField("id", "STRING"), bigquery.SchemaField("protocol", "STRING"),
+        bigquery.SchemaField("src_bytes", "INTEGER")])
+    client.create_table(old)
+    proc = run_devourer("capture", "-r", PCAPS / "dpkt__http.pcap", *_bq_args(emulator, dataset, tmp_path / "s"))
+    assert proc.returncode == 0, proc.stderr
+    names = {f.name for f in client.get_table(f"{PROJECT}.{dataset}.flow_logs").schema}
+    assert {"src_names", "end_reason", "sensor", "first_seen_at"} <= names
+    assert len(_rows(client, dataset)) == 3
+
+
+def test_incompatible_table_stops_before_capturing(emulator, client, dataset, tmp_path):
+    from google.cloud import bigquery
+
+    client.create_table(bigquery.Table(f"{PROJECT}.{dataset}.flow_logs", schema=[
+        bigquery.SchemaField("id", "STRING"), bigquery.SchemaField("src_port", "STRING")]))
+    proc = run_devourer("capture", "-r", PCAPS / "dpkt__http.pcap", *_bq_args(emulator, dataset, tmp_path / "s"))
+    assert proc.returncode == 3
+    (line,) = [x for x in proc.stderr.splitlines() if x.strip()]
+    assert "column src_port is NULLABLE STRING" in line
+    assert _rows(client, dataset) == []
+
+
+def test_missing_dataset_is_a_clear_error(emulator, tmp_path):
+    proc = run_devourer("capture", "-r", PCAPS / "dpkt__http.pcap", *_bq_args(emulator, "nosuchdataset", tmp_path / "s"))
+    assert proc.returncode == 3
+    assert proc.stderr.strip() == f"devourer: error: BigQuery dataset {PROJECT}:nosuchdataset does not exist"
+
+
+def test_rejected_row_is_counted_and_the_others_stored(emulator, client, dataset, tmp_path):
+    from devourer.outputs.bigquery import BigQuerySink, row_of
+    from devourer.settings import Settings
+
+    records, _ = capture_records(PCAPS / "dpkt__http.pcap", tmp_path=tmp_path)
+    settings = Settings(output="bigquery", bigquery_project_id=PROJECT, bigquery_dataset_id=dataset,
+                        bigquery_endpoint=emulator, spool_dir=str(tmp_path / "spool"))
+    counters = {"sent": 0, "rejected": 0, "spooled": 0, "spool_dropped": 0}
+    reports = []
+    sink = BigQuerySink(settings, reports.append, counters)
+    rows = [row_of(r) for r in records]
+    rows[1]["src_port"] = "not a number"
+    assert sink._send(rows)
+    assert counters == {"sent": 2, "rejected": 1, "spooled": 0, "spool_dropped": 0}
+    assert len(reports) == 1 and rows[1]["id"] in reports[0]
+    assert sorted(r["id"] for r in _rows(client, dataset)) == sorted([rows[0]["id"], rows[2]["id"]])
+
+
+def test_unreachable_bigquery_spools_and_a_later_run_sends_each_row_once(emulator, client, dataset, tmp_path):
+    spool = tmp_path / "spool"
+    down = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    proc = run_devourer("capture", "-r", PCAPS / "dpkt__http.pcap", *_bq_args(down, dataset, spool))
+    assert proc.returncode == 0, proc.stderr
+    assert "rows are spooled" in proc.stderr and "3 waiting in the spool" in proc.stderr
+    assert list(spool.glob("*.jsonl"))
+    empty = tmp_path / "empty.pcap"
+    from tests.pcapbuild import write_pcap
+
+    write_pcap(empty, [])
+    for _ in range(2):  # the second run finds nothing left to send
+        proc = run_devourer("capture", "-r", empty, *_bq_args(emulator, dataset, spool))
+        assert proc.returncode == 0, proc.stderr
+    assert not list(spool.glob("*.jsonl"))
+    ids = [r["id"] for r in _rows(client, dataset)]
+    assert len(ids) == len(set(ids)) == 3
+
+
+def test_bigquery_flags_from_the_original_tools_environment(emulator, client, dataset, tmp_path):
+    env = {"DEVOURER_BQ_PROJECT_ID": PROJECT, "DEVOURER_BQ_DATASET": dataset}
+    proc = run_devourer("capture", "-r", PCAPS / "dpkt__http.pcap", "-o", "bigquery", "--bigquery-endpoint", emulator,
+                        "--spool-dir", tmp_path / "s", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert len(_rows(client, dataset)) == 3
+    proc = run_devourer("capture", "-r", PCAPS / "dpkt__http.pcap", "-o", "bigquery")
+    assert proc.returncode == 2 and "--bigquery-project-id" in proc.stderr
+
+
+def test_key_material_never_reaches_the_output(tmp_path):
+    secret = '{"type": "service_account", "private_key": "-----BEGIN PRIVATE KEY-----SECRETSECRET"}'
+    proc = run_devourer("capture", "-r", PCAPS / "dpkt__http.pcap", "-o", "bigquery", "--bigquery-project-id", "p",
+                        "--bigquery-dataset-id", "d", "--bigquery-sa-key-data", secret, "--spool-dir", tmp_path / "s")
+    assert proc.returncode == 2
+    assert "SECRET" not in proc.stderr + proc.stdout
+    assert "--bigquery-sa-key-data is not a valid service-account key" in proc.stderr
+
+
+def _start_emulator(port: int, data: str):
+    proc = subprocess.Popen([str(EMULATOR_PY), str(SHARED / "bigquery-emulator" / "serve.py"), "serve", "--host",
+                             "127.0.0.1", "--port", str(port), "--grpc-port", str(_free_port()), "--project", PROJECT,
+                             "--data-dir", data], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/bigquery/v2/projects/{PROJECT}/datasets", timeout=1)
+            return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    pytest.fail("BigQuery emulator did not start")
+
+
+def test_bigquery_down_at_start_then_up_gets_every_flow_once(emulator, tmp_path):
+    """Replay from a pipe: flows expire while BigQuery is away (spooled), the emulator starts
+    10 s later, the spool drains during the run, SIGTERM flushes the rest: each flow once."""
+    import signal
+    import threading
+
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
+
+    from tests.conftest import DEVOURER
+    from tests.pcapbuild import ethernet, ipv4, pcap_header, pcap_record, udp
+
+    port = _free_port()
+    fifo = tmp_path / "in.pcap"
+    os.mkfifo(fifo)
+    out_err = []
+    proc = subprocess.Popen([*DEVOURER, "capture", "-r", str(fifo), "--flow-timeout", "2s",
+                             *_bq_args(f"http://127.0.0.1:{port}", "late", tmp_path / "spool")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    threading.Thread(target=lambda: out_err.extend(proc.stderr), daemon=True).start()
+    writer = open(fifo, "wb", buffering=0)
+    writer.write(pcap_header())
+
+    def flows(first: int, n: int, t: float):
+        for i in range(first, first + n):
+            writer.write(pcap_record(t, ethernet("02:00:00:00:00:01", "02:00:00:00:00:02", 0x0800,
+                                                 ipv4("10.9.0.1", f"10.9.1.{i}", 17, udp(20000 + i, 9, b"x")))))
+
+    data = tempfile.mkdtemp(prefix="bqemu-late-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    server = None
+    try:
+        flows(1, 100, 1_700_000_000.0)  # 64-packet pipe batches: these expire once time moves on
+        flows(101, 100, 1_700_000_100.0)
+        deadline = time.monotonic() + 60
+        while not any("retrying, then spooling" in x for x in out_err) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert any("retrying, then spooling" in x for x in out_err)
+        time.sleep(10)
+        server = _start_emulator(port, data)
+        bq = bigquery.Client(project=PROJECT, credentials=AnonymousCredentials(),
+                             client_options={"api_endpoint": f"http://127.0.0.1:{port}"})
+        bq.create_dataset("late", exists_ok=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any("answers again" in x for x in out_err):
+            time.sleep(0.5)
+        assert any("answers again" in x for x in out_err), "the spool was not replayed during the run"
+        flows(201, 50, 1_700_000_200.0)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 0, "".join(out_err)
+        writer.close()
+        ids = [r["id"] for r in bq.query(f"SELECT id FROM `{PROJECT}.late.flow_logs`").result()]
+        assert len(ids) == len(set(ids)) == 250, "".join(out_err)
+        assert not list((tmp_path / "spool").glob("*.jsonl"))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+        shutil.rmtree(data, ignore_errors=True)
