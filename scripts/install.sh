@@ -17,16 +17,23 @@ PYTHON=${PYTHON:-python3}
 .venv/bin/pip install -q -e '.[test]'
 # The BigQuery emulator the tests talk to (../shared/bigquery-emulator.md): local-bigquery needs
 # Python >= 3.13, so it lives in a venv of its own, .venv-bqemu.
-PY313=$(command -v python3.13 || ls "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.13*/bin/python3.13 2>/dev/null | head -1 || true)
-if [ -n "$PY313" ]; then
-    if [ ! -x .venv-bqemu/bin/python ]; then "$PY313" -m venv .venv-bqemu; fi
-    .venv-bqemu/bin/pip install -q local-bigquery==0.4.0 2>/dev/null || true
+PY313=""
+for candidate in python3.13 "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.13*/bin/python3.13; do
+    if "$candidate" -c "import sys; assert sys.version_info >= (3, 13)" >/dev/null 2>&1; then PY313=$candidate; break; fi
+done
+install_emulator() {
+    [ -x .venv-bqemu/bin/python ] || "$PY313" -m venv .venv-bqemu || return 1
+    .venv-bqemu/bin/pip install -q local-bigquery==0.4.0 2>/dev/null
+    # local-bigquery asks for duckdb>=2.0, whose extensions are not on PyPI; 1.5.5 works (pip warns)
     .venv-bqemu/bin/pip install -q duckdb==1.5.5 duckdb-extensions==1.5.5 duckdb-extension-icu==1.5.5 \
-        duckdb-extension-ducklake==1.5.5 duckdb-extension-spatial==1.5.5 pytz 2>/dev/null || true
+        duckdb-extension-ducklake==1.5.5 duckdb-extension-spatial==1.5.5 pytz 2>/dev/null
     .venv-bqemu/bin/python -c "import duckdb, duckdb_extensions as x; c = duckdb.connect(); \
-[x.import_extension(e, con=c) for e in ('icu', 'ducklake', 'spatial')]" \
-        || echo "BigQuery emulator not usable: the BigQuery tests will be skipped"
-else
+[x.import_extension(e, con=c) for e in ('icu', 'ducklake', 'spatial')]; import local_bigquery"
+}
+if [ -z "$PY313" ]; then
     echo "no Python 3.13 found: the BigQuery emulator is not installed and its tests will be skipped"
+elif ! install_emulator; then
+    rm -rf .venv-bqemu
+    echo "the BigQuery emulator could not be installed: its tests will be skipped"
 fi
 echo "devourer $(.venv/bin/python -c "import devourer; print(devourer.__version__)") installed in $(pwd)/.venv"
