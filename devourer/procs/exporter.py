@@ -10,6 +10,7 @@ resolver said they are done (or the supervisor said one of them is lost).
 
 import collections
 import queue as queue_mod
+import time
 
 import numpy as np
 
@@ -30,6 +31,7 @@ E_BQ_REJECTED = 6  # rows BigQuery refused (reported one by one)
 E_BQ_SPOOLED = 7  # rows waiting in the spool now
 E_BQ_SPOOL_DROPPED = 8  # rows lost because the spool was full
 N_EXPORTER_COUNTERS = 10
+TICK_S = 0.25
 SINK_COUNTERS = {"sent": E_BQ_SENT, "rejected": E_BQ_REJECTED, "spooled": E_BQ_SPOOLED,
                  "spool_dropped": E_BQ_SPOOL_DROPPED}
 
@@ -115,16 +117,20 @@ class ExporterLoop:
         self.counters[E_BATCHES] += 1
 
     def run(self) -> int:
+        last_tick = time.monotonic()
         while self.waiting_for:
             try:
-                message = self.queue.get(timeout=0.5)
+                message = self.queue.get(timeout=TICK_S)
             except queue_mod.Empty:
+                message = None
                 if orphaned(self.parent_pid):
                     return 1
-                if hasattr(self.sink, "tick"):
-                    self.sink.tick()  # time-bound batches and spool replay go on without traffic
-                continue
-            self.handle(message)
+            if message is not None:
+                self.handle(message)
+            if hasattr(self.sink, "tick") and time.monotonic() - last_tick >= TICK_S:
+                # time-bound batches and spool replay go on, also while messages keep coming
+                self.sink.tick()
+                last_tick = time.monotonic()
         self.watermark = WATERMARK_DONE
         self._release()
         try:

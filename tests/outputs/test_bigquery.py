@@ -270,3 +270,69 @@ def test_bigquery_down_at_start_then_up_gets_every_flow_once(emulator, tmp_path)
             server.terminate()
             server.wait(timeout=30)
         shutil.rmtree(data, ignore_errors=True)
+
+
+class _PipeReplay:
+    """devourer reading a FIFO the test writes packets into, so a run lasts as long as needed."""
+
+    def __init__(self, tmp_path, endpoint: str, dataset: str, spool):
+        import threading
+
+        from tests.conftest import DEVOURER
+        from tests.pcapbuild import pcap_header
+
+        self.fifo = tmp_path / f"in-{time.monotonic_ns()}.pcap"
+        os.mkfifo(self.fifo)
+        self.err: list[str] = []
+        self.proc = subprocess.Popen([*DEVOURER, "capture", "-r", str(self.fifo), "--flow-timeout", "2s",
+                                      *_bq_args(endpoint, dataset, spool)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True, cwd=REPO, start_new_session=True)
+        threading.Thread(target=lambda: self.err.extend(self.proc.stderr), daemon=True).start()
+        self.writer = open(self.fifo, "wb", buffering=0)
+        self.writer.write(pcap_header())
+
+    def flows(self, first: int, n: int, t: float) -> None:
+        from tests.pcapbuild import ethernet, ipv4, pcap_record, udp
+
+        for i in range(first, first + n):
+            self.writer.write(pcap_record(t, ethernet("02:00:00:00:00:01", "02:00:00:00:00:02", 0x0800,
+                                                      ipv4("10.9.0.1", f"10.9.{i // 250}.{i % 250}", 17,
+                                                           udp(20000 + i, 9, b"x")))))
+
+    def wait_for(self, text: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(text in x for x in self.err) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert any(text in x for x in self.err), f"never saw {text!r}: {''.join(self.err)}"
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, 9)
+            self.proc.wait()
+        self.writer.close()
+
+
+def test_devourer_killed_mid_outage_restarts_from_its_spool(emulator, client, dataset, tmp_path):
+    spool = tmp_path / "spool"
+    run = _PipeReplay(tmp_path, f"http://127.0.0.1:{_free_port()}", dataset, spool)
+    try:
+        run.flows(1, 100, 1_700_000_000.0)
+        run.flows(101, 100, 1_700_000_100.0)
+        run.wait_for("retrying, then spooling")
+        deadline = time.monotonic() + 60
+        while not list(spool.glob("*.jsonl")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        run.close()  # SIGKILL to the whole process group, mid-outage
+    spooled = set()
+    for f in spool.glob("*.jsonl"):
+        spooled |= {line.split('"id":"')[1].split('"')[0] for line in f.read_text().splitlines()}
+    assert len(spooled) >= 100
+    from tests.pcapbuild import write_pcap
+
+    empty = tmp_path / "empty.pcap"
+    write_pcap(empty, [])
+    proc = run_devourer("capture", "-r", empty, *_bq_args(emulator, dataset, spool))
+    assert proc.returncode == 0, proc.stderr
+    ids = [r["id"] for r in _rows(client, dataset)]
+    assert len(ids) == len(set(ids)) and set(ids) == spooled
