@@ -336,3 +336,52 @@ def test_devourer_killed_mid_outage_restarts_from_its_spool(emulator, client, da
     assert proc.returncode == 0, proc.stderr
     ids = [r["id"] for r in _rows(client, dataset)]
     assert len(ids) == len(set(ids)) and set(ids) == spooled
+
+
+def test_bigquery_killed_mid_run_and_restarted_gets_every_flow_once(emulator, tmp_path):
+    """The emulator dies after the first flows landed and comes back on the same port and data:
+    whatever was retried or spooled meanwhile arrives, and nothing twice."""
+    import signal
+
+    from google.api_core.exceptions import NotFound
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
+
+    port = _free_port()
+    data = tempfile.mkdtemp(prefix="bqemu-restart-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    server = _start_emulator(port, data)
+    url = f"http://127.0.0.1:{port}"
+    bq = bigquery.Client(project=PROJECT, credentials=AnonymousCredentials(), client_options={"api_endpoint": url})
+    bq.create_dataset("restart", exists_ok=True)
+
+    def stored() -> int:
+        try:
+            return list(bq.query(f"SELECT COUNT(*) n FROM `{PROJECT}.restart.flow_logs`").result())[0]["n"]
+        except NotFound:  # the exporter creates the table with its first batch
+            return 0
+
+    run = _PipeReplay(tmp_path, url, "restart", tmp_path / "spool")
+    try:
+        run.flows(1, 100, 1_700_000_000.0)
+        run.flows(101, 100, 1_700_000_100.0)  # the first hundred expire and are sent
+        deadline = time.monotonic() + 60
+        while stored() < 100 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        server.terminate()
+        server.wait(timeout=30)
+        run.flows(201, 100, 1_700_000_200.0)  # the second hundred expire while BigQuery is down
+        run.wait_for("retrying, then spooling")
+        server = _start_emulator(port, data)
+        deadline = time.monotonic() + 60
+        while stored() < 200 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        run.proc.send_signal(signal.SIGTERM)
+        assert run.proc.wait(timeout=120) == 0, "".join(run.err)
+        ids = [r["id"] for r in bq.query(f"SELECT id FROM `{PROJECT}.restart.flow_logs`").result()]
+        assert len(ids) == len(set(ids)) == 300, "".join(run.err)
+        assert not list((tmp_path / "spool").glob("*.jsonl"))
+    finally:
+        run.close()
+        server.terminate()
+        server.wait(timeout=30)
+        shutil.rmtree(data, ignore_errors=True)
