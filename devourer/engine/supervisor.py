@@ -50,10 +50,15 @@ def _warm_up() -> None:
     meta = np.array([[1, 0, 0, len(pkt)]], np.uint32).tobytes()
     n = dec.decode(pkt, meta, np.array([len(pkt)], np.uint32), 1, 262144)
     dec.name_packets()
-    table = FlowTable(1, 1, 10, lambda rows: None)
+    expired = []
+    table = FlowTable(1, 1, 10, expired.append)
     table.ingest(dec.records[:n])
     table.tick(10**7)
     table.flush()
+    from devourer.names.table import NameTable
+    from devourer.outputs.format import RecordFormatter
+
+    RecordFormatter("warm-up").lines(np.concatenate(expired), NameTable())
     from devourer.packet import capfile
 
     window = np.zeros(64, np.uint8)

@@ -15,6 +15,7 @@ resolver counts as malformed.
 """
 
 import ipaddress
+import socket
 import struct
 from typing import NamedTuple
 
@@ -182,9 +183,9 @@ def dns_observations(msg: bytes, source: str = "dns", sender_mac: str | None = N
     for r in records:
         if r.rtype in (T_A, T_AAAA):
             if r.rtype == T_A and r.rdlen == 4:
-                addr = str(ipaddress.IPv4Address(msg[r.rdata_at:r.rdata_at + 4]))
+                addr = socket.inet_ntop(socket.AF_INET, msg[r.rdata_at:r.rdata_at + 4])
             elif r.rtype == T_AAAA and r.rdlen == 16:
-                addr = str(ipaddress.IPv6Address(msg[r.rdata_at:r.rdata_at + 16]))
+                addr = socket.inet_ntop(socket.AF_INET6, msg[r.rdata_at:r.rdata_at + 16])
             else:
                 continue
             if r.ttl == 0 and source == "mdns":
@@ -257,7 +258,7 @@ def nbns_observations(msg: bytes, src_addr: str | None, sender_mac: str | None) 
             raise DecodeError("NBNS record data cut short")
         if rtype == NB_TYPE and (opcode in (5, 8, 9) and not response or response and opcode == 0 and rcode == 0):
             for i in range(0, rdlen - 5, 6):
-                addr = str(ipaddress.IPv4Address(rdata[i + 2:i + 6]))
+                addr = socket.inet_ntop(socket.AF_INET, rdata[i + 2:i + 6])
                 out.append(Observation("nbns", "NB", name, addr, None, ttl or None))
                 if sender_mac and addr == src_addr:
                     out.append(Observation("nbns", "bind", "", addr, sender_mac, ttl or None))
@@ -305,7 +306,7 @@ def dhcp_observations(msg: bytes) -> list[Observation]:
     if htype != 1 or hlen != 6:
         return []
     mac = _mac_text(msg[28:34])
-    yiaddr = str(ipaddress.IPv4Address(msg[16:20]))
+    yiaddr = socket.inet_ntop(socket.AF_INET, msg[16:20])
     names, msg_type, lease = [], None, None
     i = 240
     while i < len(msg):

@@ -10,8 +10,13 @@ announcements) reaches an address only through a binding of that address to
 that MAC seen on the wire (a DHCP lease, or the announcement itself) -- never
 because a flow's packets came through that MAC, which for remote peers is the
 gateway's.
+
+Addresses are keyed by ``addr_key``: the integer that the exporter computes
+straight from a flow row's address words, so asking "does this endpoint have a
+name" costs one set lookup per endpoint, with no text made.
 """
 
+import socket
 from collections import OrderedDict
 
 from devourer.names.extract import Observation
@@ -19,6 +24,18 @@ from devourer.names.extract import Observation
 MAX_INTERVALS = 8
 ADDRESS_KINDS = {"A", "AAAA", "PTR", "NB", "NBSTAT", "sni"}
 MAC_KINDS = {"hostname", "fqdn", "client_fqdn"}
+
+
+V6_TAG = 1 << 128
+
+
+def addr_key(addr: str | int) -> int:
+    """Address text -> the integer of its bytes in row order (IPv6 tagged above 2**128)."""
+    if isinstance(addr, int):
+        return addr
+    if ":" in addr:
+        return int.from_bytes(socket.inet_pton(socket.AF_INET6, addr), "little") | V6_TAG
+    return int.from_bytes(socket.inet_pton(socket.AF_INET, addr), "little")
 
 
 def _add_interval(intervals: list, start: int, end: int) -> None:
@@ -78,24 +95,31 @@ class NameTable:
     def observe(self, ts_us: int, obs: Observation) -> None:
         ttl = self.default_ttl_us if obs.ttl_s is None else int(obs.ttl_s) * 1_000_000
         end = ts_us + ttl
-        if obs.kind == "bind":
-            if obs.addr and obs.mac:
-                self.bindings.add(obs.addr, obs.mac, ts_us, end)
+        try:
+            key = addr_key(obs.addr) if obs.addr else None
+        except OSError:  # not an address: the resolver only sends ones it formatted itself
             return
-        if obs.kind in ADDRESS_KINDS and obs.addr:
+        if obs.kind == "bind":
+            if key is not None and obs.mac:
+                self.bindings.add(key, obs.mac, ts_us, end)
+            return
+        if obs.kind in ADDRESS_KINDS and key is not None:
             for name in (*obs.alias, obs.name) if obs.kind in ("A", "AAAA") else (obs.name,):
-                self.by_addr.add(obs.addr, name, ts_us, end)
+                self.by_addr.add(key, name, ts_us, end)
         if obs.mac and obs.kind in MAC_KINDS:
             self.by_mac.add(obs.mac, obs.name, ts_us, end)
 
-    def knows(self, addr: str) -> bool:
+    def knows(self, addr: str | int) -> bool:
         """Cheap test first: most flow endpoints have no name at all."""
-        return addr in self.by_addr or addr in self.bindings
+        key = addr_key(addr)
+        return key in self.by_addr or key in self.bindings
 
-    def names_for(self, addr: str, first_us: int, last_us: int) -> list[str]:
-        """Names of addr valid at some time during [first_us, last_us], oldest observation first."""
-        names = self.by_addr.during(addr, first_us, last_us)
-        for mac in self.bindings.during(addr, first_us, last_us):
+    def names_for(self, addr: str | int, first_us: int, last_us: int) -> list[str]:
+        """Names of addr (text or ``addr_key``) valid at some time during [first_us, last_us], oldest
+        observation first."""
+        key = addr_key(addr)
+        names = self.by_addr.during(key, first_us, last_us)
+        for mac in self.bindings.during(key, first_us, last_us):
             for name in self.by_mac.during(mac, first_us, last_us):
                 if name not in names:
                     names.append(name)

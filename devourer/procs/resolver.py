@@ -26,6 +26,7 @@ R_MALFORMED = 2  # name packets (or names in them) that could not be parsed
 R_TRUNCATED = 3  # payloads cut by the slot or the snaplen (parsed as far as they go)
 N_RESOLVER_COUNTERS = 4
 WATERMARK_DONE = (1 << 63) - 1
+GATHER_S = 0.002  # pause after a small read, so the loop runs per batch rather than per packet
 SEND_EVERY_S = 0.02  # observations and watermark go out at most this often (and at the end)
 
 
@@ -148,6 +149,9 @@ class ResolverLoop:
                 if len(self.pending) > 2000 or time.monotonic() - last_send > SEND_EVERY_S:
                     self._flush(self.sent_wm)
                     last_send = time.monotonic()
+                if n < len(self.buf) // 4 and not self.ring.closed():
+                    # a trickle: let a batch gather (the ring holds thousands) rather than wake per packet
+                    time.sleep(GATHER_S)
                 continue
             if self.ring.closed() and self.ring.pending() == 0:
                 break

@@ -60,3 +60,70 @@ def test_any_sensor_string_keeps_one_record_per_line(sensor):
     lines = RecordFormatter(sensor).lines(rows).splitlines()
     assert len(lines) == 5
     assert all(json.loads(x)["sensor"] == sensor for x in lines)
+
+
+def _expected(r: np.ndarray) -> dict:
+    """The record of one row, computed with the standard library only (independent of outputs.render)."""
+    import datetime
+    import socket
+
+    key, state = int(r[R.F_KEY]), int(r[R.F_STATE])
+    proto, v6, vlan = (key >> 48) & 0xFF, bool((key >> 56) & 1), (key >> 32) & 0xFFFF
+    raw = r[0:4].tobytes()
+    addr = [socket.inet_ntop(socket.AF_INET6, raw[:16]) if v6 else socket.inet_ntop(socket.AF_INET, raw[:4]),
+            socket.inet_ntop(socket.AF_INET6, raw[16:]) if v6 else socket.inet_ntop(socket.AF_INET, raw[16:20])]
+    port = [key & 0xFFFF, (key >> 16) & 0xFFFF]
+    mac = [R.format_mac(int(r[R.F_MAC_A])), R.format_mac(int(r[R.F_MAC_B]))]
+    stat = [{"bytes": int(r[R.F_A_BYTES]), "packets": int(r[R.F_A_PKTS])},
+            {"bytes": int(r[R.F_B_BYTES]), "packets": int(r[R.F_B_PKTS])}]
+    flags = [(state >> 8) & 0xFF, (state >> 16) & 0xFF]
+    s, d = (1, 0) if state & R.ST_SRC_IS_B else (0, 1)
+
+    def when(us):
+        t = datetime.datetime(1970, 1, 1) + datetime.timedelta(microseconds=int(us))
+        return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    tcp, icmp = proto == 6, proto in (1, 58)
+    return {
+        "protocol": {6: "tcp", 17: "udp", 1: "icmp4", 58: "icmp6"}.get(proto, str(proto)),
+        "src": {"addr": addr[s], "port": port[s], "hw_addr": mac[s], "names": []},
+        "dst": {"addr": addr[d], "port": port[d], "hw_addr": mac[d], "names": []},
+        "first_seen_at": when(r[R.F_FIRST]), "last_seen_at": when(r[R.F_LAST]),
+        "src_stat": stat[s], "dst_stat": stat[d],
+        "status": "established" if state & R.ST_ESTABLISHED else "init",
+        "end_reason": R.END_REASONS.get(int(r[R.F_END]), "unknown"),
+        "vlan": vlan or None, "src_tcp_flags": flags[s] if tcp else None, "dst_tcp_flags": flags[d] if tcp else None,
+        "icmp_type": (state >> 24) & 0xFF if icmp else None, "icmp_code": (state >> 32) & 0xFF if icmp else None,
+        "sensor": "s",
+    }
+
+
+_u64 = st.integers(0, 2**64 - 1)
+# IPv6 words with runs of zero groups, IPv4-mapped (::ffff:a.b.c.d) and IPv4-compatible (::a.b.c.d) forms
+_addr_words = st.one_of(
+    st.tuples(_u64, _u64),
+    st.tuples(st.just(0), _u64),
+    st.tuples(st.just(0), st.integers(0, 2**32 - 1).map(lambda v: (v << 32) | 0xFFFF0000)),
+    st.tuples(st.just(0), st.integers(0, 2**32 - 1).map(lambda v: v << 32)),
+    st.tuples(_u64.map(lambda v: v & 0xFFFF0000FFFF0000), _u64.map(lambda v: v & 0x0000FFFF0000FFFF)),
+)
+
+
+@given(a=_addr_words, b=_addr_words, ports=st.tuples(st.integers(0, 65535), st.integers(0, 65535)),
+       vlan=st.integers(0, 4095), proto=st.sampled_from([6, 17, 1, 58, 47, 132, 0, 255]), v6=st.booleans(),
+       first=st.integers(0, 253402300799_999_999), span=st.integers(0, 10**12),
+       counts=st.lists(_u64, min_size=4, max_size=4), macs=st.tuples(_u64, _u64), state=st.integers(0, 2**40 - 1),
+       end=st.integers(0, 6))
+def test_every_field_matches_an_independent_rendering(a, b, ports, vlan, proto, v6, first, span, counts, macs,
+                                                      state, end):
+    r = np.zeros(R.FLOW_WORDS, np.uint64)
+    r[0:2], r[2:4] = a, b
+    r[R.F_KEY] = R.key_word(ports[0], ports[1], vlan, proto, v6)
+    r[R.F_FIRST] = first
+    r[R.F_LAST] = min(first + span, 253402300799_999_999)
+    r[R.F_A_BYTES], r[R.F_B_BYTES], r[R.F_A_PKTS], r[R.F_B_PKTS] = counts
+    r[R.F_MAC_A], r[R.F_MAC_B] = macs[0] & 0x8000FFFFFFFFFFFF, macs[1] & 0x8000FFFFFFFFFFFF
+    r[R.F_STATE], r[R.F_END] = state, end
+    record = json.loads(RecordFormatter("s").lines(r[None, :]))
+    assert uuid.UUID(record.pop("id")).version == 8
+    assert record == _expected(r)
