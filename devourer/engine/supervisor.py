@@ -105,7 +105,7 @@ class Supervisor:
             parent = become_child("exporter")
             sink = open_sink(settings, report, CounterView(topo.exporter_counters, SINK_COUNTERS))
             names = NameTable(settings.max_names, settings.name_lifetime_s) if settings.resolve_names else None
-            loop = ExporterLoop(sink, settings.sensor_id, topo.export_queue, topo.n_workers,
+            loop = ExporterLoop(sink, settings.sensor_id, topo.export_queue, topo.flow_rings,
                                 topo.exporter_counters, parent, report, names, topo.resolver_id)
             code = loop.run()
             for q in (topo.export_queue, topo.reports):  # os._exit skips the queues' feeder threads
@@ -115,12 +115,9 @@ class Supervisor:
 
         def worker_main(i: int):
             parent = become_child(f"worker-{i}")
-            loop = WorkerLoop(i, settings, topo.rings[i], topo.export_queue, topo.worker_counters[i],
+            loop = WorkerLoop(i, settings, topo.rings[i], topo.flow_rings[i], topo.worker_counters[i],
                               topo.control, parent)
-            code = loop.run()
-            topo.export_queue.close()
-            topo.export_queue.join_thread()
-            os._exit(code)
+            os._exit(loop.run())
 
         def resolver_main():
             parent = become_child("resolver")

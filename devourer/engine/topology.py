@@ -1,5 +1,8 @@
 """What the engine is made of for one run: rings, counters, queues, and their names.
 
+    capture --packet ring (per worker)--> worker --flow ring (per worker)--> exporter
+    capture --name ring--> resolver --export queue (names, control)--> exporter
+
 Built by the supervisor before it forks; every child gets the pieces it uses.
 Shared-memory names are ``devourer-<supervisor pid>-<what>`` so that a segment
 in /dev/shm always says whose it is.
@@ -9,6 +12,7 @@ import os
 
 import multiprocess
 
+from devourer.flow.record import FLOW_WORDS
 from devourer.flow.table import N_WORKER_COUNTERS
 from devourer.ipc.ring import Ring, SharedCounters
 from devourer.packet import layout as L
@@ -17,7 +21,8 @@ from devourer.procs.exporter import N_EXPORTER_COUNTERS
 from devourer.procs.resolver import N_RESOLVER_COUNTERS
 from devourer.settings import Settings
 
-EXPORT_QUEUE_BATCHES = 256
+EXPORT_QUEUE_MESSAGES = 256
+FLOW_RING_SLOTS = 1 << 16  # per worker: 8 MiB of expired flow rows on their way to the exporter
 SHM_PREFIX = "devourer-"
 
 
@@ -27,9 +32,11 @@ class Topology:
         self.n_workers = settings.workers
         tag = f"{SHM_PREFIX}{os.getpid()}"
         self.rings = []
+        self.flow_rings = []
         self.name_ring = None
         try:
             self.rings = [Ring(f"{tag}-ring{i}", settings.ring_slots, L.RECORD_BYTES) for i in range(self.n_workers)]
+            self.flow_rings = [Ring(f"{tag}-flows{i}", FLOW_RING_SLOTS, FLOW_WORDS * 8) for i in range(self.n_workers)]
             if settings.resolve_names:
                 self.name_ring = Ring(f"{tag}-names", settings.resolver_ring_slots, L.NAME_SLOT_BYTES)
             words = (N_CONTROL + L.N_CAPTURE_COUNTERS + self.n_workers * N_WORKER_COUNTERS + N_EXPORTER_COUNTERS
@@ -51,12 +58,12 @@ class Topology:
         at += N_EXPORTER_COUNTERS
         self.resolver_counters = self.shared.region(at, N_RESOLVER_COUNTERS)
         self.resolver_id = self.n_workers  # the resolver's id in wire messages, after the workers'
-        self.export_queue = self.ctx.Queue(EXPORT_QUEUE_BATCHES)
+        self.export_queue = self.ctx.Queue(EXPORT_QUEUE_MESSAGES)  # names and control messages
         self.reports = self.ctx.Queue()
 
     def unlink(self) -> None:
         """Remove every segment name (mappings held by live processes stay valid)."""
-        for r in self.rings:
+        for r in (*self.rings, *self.flow_rings):
             r.unlink()
         if self.name_ring is not None:
             self.name_ring.unlink()

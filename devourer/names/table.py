@@ -11,9 +11,11 @@ that MAC seen on the wire (a DHCP lease, or the announcement itself) -- never
 because a flow's packets came through that MAC, which for remote peers is the
 gateway's.
 
-Addresses are keyed by ``addr_key``: the integer that the exporter computes
-straight from a flow row's address words, so asking "does this endpoint have a
-name" costs one set lookup per endpoint, with no text made.
+Addresses are keyed by ``addr_key``, the integer of their bytes. The table
+also keeps the 64-bit ``fingerprint`` of every address it holds, which the
+exporter computes for whole columns of flow rows with numpy: asking "does this
+endpoint have a name" is then one set intersection per batch, in C; only the
+few endpoints that pass are looked up exactly.
 """
 
 import socket
@@ -36,6 +38,20 @@ def addr_key(addr: str | int) -> int:
     if ":" in addr:
         return int.from_bytes(socket.inet_pton(socket.AF_INET6, addr), "little") | V6_TAG
     return int.from_bytes(socket.inet_pton(socket.AF_INET, addr), "little")
+
+
+MASK64 = (1 << 64) - 1
+FP_MUL = 0x9E3779B97F4A7C15
+FP_V6 = 1 << 63
+
+
+def fingerprint(key: int) -> int:
+    """64-bit digest of an ``addr_key``: IPv4 its own value, IPv6 a mix of its two words with bit 63 set.
+    Equal to what ``outputs.format.fingerprints`` computes from row words."""
+    if key < V6_TAG:
+        return key
+    w0, w1 = key & MASK64, (key >> 64) & MASK64
+    return ((w0 ^ (w1 * FP_MUL)) & MASK64) | FP_V6
 
 
 def _add_interval(intervals: list, start: int, end: int) -> None:
@@ -87,6 +103,7 @@ class NameTable:
         self.by_addr = _Bounded(max_entries)
         self.by_mac = _Bounded(max_entries)
         self.bindings = _Bounded(max_entries)  # address -> {mac: intervals}
+        self.fingerprints: set[int] = set()  # of every address in by_addr or bindings (maybe a few more)
 
     @property
     def evicted(self) -> int:
@@ -102,12 +119,20 @@ class NameTable:
         if obs.kind == "bind":
             if key is not None and obs.mac:
                 self.bindings.add(key, obs.mac, ts_us, end)
+                self._remember(key)
             return
         if obs.kind in ADDRESS_KINDS and key is not None:
             for name in (*obs.alias, obs.name) if obs.kind in ("A", "AAAA") else (obs.name,):
                 self.by_addr.add(key, name, ts_us, end)
+            self._remember(key)
         if obs.mac and obs.kind in MAC_KINDS:
             self.by_mac.add(obs.mac, obs.name, ts_us, end)
+
+    def _remember(self, key: int) -> None:
+        self.fingerprints.add(fingerprint(key))
+        if len(self.fingerprints) > 2 * (len(self.by_addr) + len(self.bindings)) + 4096:
+            # evicted addresses left theirs behind: start over from what is held
+            self.fingerprints = {fingerprint(k) for k in (*self.by_addr, *self.bindings)}
 
     def knows(self, addr: str | int) -> bool:
         """Cheap test first: most flow endpoints have no name at all."""

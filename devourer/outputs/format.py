@@ -20,18 +20,23 @@ import numpy as np
 import orjson
 
 from devourer.flow import record as R
-from devourer.names.table import V6_TAG
+from devourer.names.table import FP_MUL, FP_V6, V6_TAG
 from devourer.outputs.render import MAX_FIXED_BYTES, render
 
 PROTOCOL_NAMES = {6: "tcp", 17: "udp", 1: "icmp4", 58: "icmp6"}
 
 
-def endpoint_keys(words: np.ndarray, v6: np.ndarray) -> list[int]:
-    """(k, 2) address words -> k ``names.table.addr_key`` integers."""
-    keys = (words[:, 0] & np.uint64(0xFFFFFFFF)).tolist()
-    for i in np.flatnonzero(v6).tolist():
-        keys[i] = int(words[i, 0]) | int(words[i, 1]) << 64 | V6_TAG
-    return keys
+def fingerprints(words: np.ndarray, v6: np.ndarray) -> np.ndarray:
+    """(k, 2) address words -> k ``names.table.fingerprint`` values, computed per column."""
+    w0, w1 = words[:, 0], words[:, 1]
+    with np.errstate(over="ignore"):
+        mixed = (w0 ^ (w1 * np.uint64(FP_MUL))) | np.uint64(FP_V6)
+    return np.where(v6, mixed, w0 & np.uint64(0xFFFFFFFF))
+
+
+def endpoint_key(w0: int, w1: int, v6: bool) -> int:
+    """The ``names.table.addr_key`` of one endpoint."""
+    return w0 | w1 << 64 | V6_TAG if v6 else w0 & 0xFFFFFFFF
 
 
 class RecordFormatter:
@@ -73,17 +78,15 @@ class RecordFormatter:
     def _name_lists(names, rows, src_names, dst_names, blob: list, offsets: list) -> None:
         """Fill the per-row indexes of each endpoint's JSON name list (``blob``/``offsets``)."""
         v6 = ((rows[:, R.F_KEY] >> np.uint64(56)) & np.uint64(1)).astype(bool)
-        a_keys = endpoint_keys(rows[:, R.F_ADDR_A:R.F_ADDR_A + 2], v6)
-        b_keys = endpoint_keys(rows[:, R.F_ADDR_B:R.F_ADDR_B + 2], v6)
-        src_is_b = (rows[:, R.F_STATE] & np.uint64(R.ST_SRC_IS_B)).astype(bool).tolist()
-        firsts, lasts = rows[:, R.F_FIRST], rows[:, R.F_LAST]
-        for side_keys, is_dst in ((a_keys, False), (b_keys, True)):
-            named = names.by_addr.keys() & side_keys  # set operations in C: most endpoints have no name
-            named |= names.bindings.keys() & side_keys
+        src_is_b = (rows[:, R.F_STATE] & np.uint64(R.ST_SRC_IS_B)).astype(bool)
+        for at, is_dst in ((R.F_ADDR_A, False), (R.F_ADDR_B, True)):
+            fps = fingerprints(rows[:, at:at + 2], v6)
+            named = names.fingerprints.intersection(fps.tolist())  # in C: most endpoints have no name
             if not named:
                 continue
-            for i in [i for i, key in enumerate(side_keys) if key in named]:
-                found = names.names_for(side_keys[i], int(firsts[i]), int(lasts[i]))
+            for i in np.flatnonzero(np.isin(fps, np.fromiter(named, np.uint64, len(named)))).tolist():
+                key = endpoint_key(int(rows[i, at]), int(rows[i, at + 1]), bool(v6[i]))
+                found = names.names_for(key, int(rows[i, R.F_FIRST]), int(rows[i, R.F_LAST]))
                 if not found:
                     continue
                 blob.append(orjson.dumps(found))

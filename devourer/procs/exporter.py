@@ -1,11 +1,12 @@
 """The exporter process: the only owner of output I/O.
 
-Collects expired-flow batches from every worker and name observations from the
-resolver, enriches each flow with the names of its endpoints (``names.table``),
+Collects expired-flow rows from every worker's flow ring and name observations
+(and control messages) from its queue, enriches each flow with the names of its endpoints (``names.table``),
 formats the records (``outputs.format``) and writes them to the sink. A batch
 of flows waits until the resolver's watermark has passed its last packet, so
-every name seen before a flow ended is there. It ends once every worker and the
-resolver said they are done (or the supervisor said one of them is lost).
+every name seen before a flow ended is there. It ends once every worker closed
+its flow ring and the resolver said it is done (or the supervisor said one of
+them is lost).
 """
 
 import collections
@@ -32,6 +33,7 @@ E_BQ_SPOOLED = 7  # rows waiting in the spool now
 E_BQ_SPOOL_DROPPED = 8  # rows lost because the spool was full
 N_EXPORTER_COUNTERS = 10
 TICK_S = 0.25
+READ_ROWS = 4096  # rows taken from a flow ring at a time
 SINK_COUNTERS = {"sent": E_BQ_SENT, "rejected": E_BQ_REJECTED, "spooled": E_BQ_SPOOLED,
                  "spool_dropped": E_BQ_SPOOL_DROPPED}
 
@@ -50,12 +52,13 @@ class CounterView:
 
 
 class ExporterLoop:
-    def __init__(self, sink, sensor: str, in_queue, n_workers: int, counters, parent_pid: int, report,
+    def __init__(self, sink, sensor: str, in_queue, flow_rings, counters, parent_pid: int, report,
                  names: NameTable | None = None, resolver_id: int | None = None):
         self.sink = sink
         self.formatter = RecordFormatter(sensor)
         self.queue = in_queue
-        self.waiting_for = set(range(n_workers))
+        self.flow_rings = list(flow_rings)
+        self.waiting_for = set(range(len(self.flow_rings)))
         self.counters = counters
         self.parent_pid = parent_pid
         self.report = report
@@ -69,20 +72,24 @@ class ExporterLoop:
             self.watermark = WATERMARK_DONE
         self.held: collections.deque = collections.deque()  # flow batches waiting for the watermark
 
+    def take_rows(self, rows: np.ndarray) -> None:
+        """Expired flow rows (k, FLOW_WORDS) from a worker: held until the watermark passes them."""
+        self.held.append((int(rows[:, R.F_LAST].max()), rows))
+        self.counters[E_WAITING] += len(rows)
+        self._release()
+
     def handle(self, message: bytes) -> None:
-        kind, worker, payload = wire.decode(message)
-        if kind == "flows":
-            self.held.append((int(payload[:, R.F_LAST].max()), payload))
-            self.counters[E_WAITING] += len(payload)
-        elif kind == "names":
+        """A message from the queue: names from the resolver, or done/lost."""
+        kind, sender, payload = wire.decode(message)
+        if kind == "names":
             watermark, observations = decode_names(payload)
             for ts, obs in observations:
                 self.names.observe(ts, obs)
             self.counters[E_NAMES_EVICTED] = self.names.evicted
             self.watermark = max(self.watermark, watermark)
         else:  # done / lost
-            self.waiting_for.discard(worker)
-            if worker == self.resolver_id:
+            self.waiting_for.discard(sender)
+            if sender == self.resolver_id:
                 self.watermark = WATERMARK_DONE
         self._release()
 
@@ -116,21 +123,47 @@ class ExporterLoop:
         self.counters[E_FLOWS_WRITTEN] += len(rows)
         self.counters[E_BATCHES] += 1
 
-    def run(self) -> int:
-        last_tick = time.monotonic()
-        while self.waiting_for:
+    def _drain_rings(self, buf: np.ndarray) -> bool:
+        """Take every row the workers wrote so far; a worker whose ring is closed and empty is done."""
+        slots = buf.view(np.uint8).reshape(len(buf), -1)
+        got = False
+        for i, ring in enumerate(self.flow_rings):
+            closed = ring.closed()  # read first: once closed, what is in the ring is all there will be
+            while n := ring.read_into(slots):
+                self.take_rows(buf[:n].copy())
+                got = True
+            if closed and i in self.waiting_for:
+                self.waiting_for.discard(i)
+        return got
+
+    def _drain_queue(self) -> bool:
+        got = False
+        while True:
             try:
-                message = self.queue.get(timeout=TICK_S)
+                message = self.queue.get_nowait()
             except queue_mod.Empty:
-                message = None
-                if orphaned(self.parent_pid):
-                    return 1
-            if message is not None:
-                self.handle(message)
+                return got
+            self.handle(message)
+            got = True
+
+    def run(self) -> int:
+        buf = np.empty((READ_ROWS, R.FLOW_WORDS), np.uint64)
+        last_tick = time.monotonic()
+        pause = 1e-4
+        while self.waiting_for:
+            got = self._drain_rings(buf)
+            got = self._drain_queue() or got
             if hasattr(self.sink, "tick") and time.monotonic() - last_tick >= TICK_S:
-                # time-bound batches and spool replay go on, also while messages keep coming
+                # time-bound batches and spool replay go on, also while rows keep coming
                 self.sink.tick()
                 last_tick = time.monotonic()
+            if got:
+                pause = 1e-4
+                continue
+            if orphaned(self.parent_pid):
+                return 1
+            time.sleep(pause)
+            pause = min(pause * 2, 5e-3)
         self.watermark = WATERMARK_DONE
         self._release()
         try:

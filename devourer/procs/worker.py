@@ -1,24 +1,26 @@
 """A worker process: drains its ring into its flow-table shard, sends expired flows.
 
 The core is ``flow.table.FlowTable``; this module only moves records from the
-ring to the table and expired rows to the exporter's queue, and turns the end
-of the ring (capture closed it) into a final flush.
+ring to the table and expired rows into its flow ring to the exporter, and
+turns the end of the packet ring (capture closed it) into a final flush and the
+closing of the flow ring.
 """
 
 import time
 
+import numpy as np
+
 from devourer.flow.table import FlowTable
-from devourer.ipc import wire
 from devourer.packet import layout as L
-from devourer.procs.common import CTL_ABORT, orphaned, put_until
+from devourer.procs.common import CTL_ABORT, orphaned
 from devourer.settings import Settings
 
 
 class WorkerLoop:
-    def __init__(self, index: int, settings: Settings, ring, out_queue, counters, control, parent_pid: int):
+    def __init__(self, index: int, settings: Settings, ring, flow_ring, counters, control, parent_pid: int):
         self.index = index
         self.ring = ring
-        self.queue = out_queue
+        self.flow_ring = flow_ring
         self.control = control
         self.parent_pid = parent_pid
         per_worker_max = max(1, settings.max_flows // max(1, settings.workers))
@@ -30,7 +32,8 @@ class WorkerLoop:
         return bool(self.control[CTL_ABORT]) or orphaned(self.parent_pid)
 
     def _send(self, rows) -> None:
-        put_until(self.queue, wire.flows(self.index, rows), self._exporter_gone)  # gone: the run is failing anyway
+        slots = np.ascontiguousarray(rows, np.uint64).view(np.uint8).reshape(len(rows), -1)
+        self.flow_ring.write(slots, self._exporter_gone)  # gone: the run is failing anyway
 
     def run(self) -> int:
         pause = 1e-4
@@ -53,5 +56,5 @@ class WorkerLoop:
             pause = min(pause * 2, 5e-3)
         self.table.tick(self.ring.clock_us())
         self.table.flush()
-        put_until(self.queue, wire.done(self.index), self._exporter_gone)
+        self.flow_ring.close_producer()  # the exporter's sign that this worker sent everything
         return 0

@@ -6,7 +6,6 @@ import queue
 import numpy as np
 
 from devourer.flow import record as R
-from devourer.ipc import wire
 from devourer.names.extract import Observation
 from devourer.names.table import NameTable
 from devourer.procs.exporter import ExporterLoop
@@ -41,10 +40,10 @@ def flow_row(last_us: int) -> np.ndarray:
 
 def test_flows_wait_for_the_watermark_and_get_names_seen_before_they_ended():
     sink = ListSink()
-    loop = ExporterLoop(sink, "s", queue.Queue(), 1, np.zeros(8, np.int64), parent_pid=0, report=print,
+    loop = ExporterLoop(sink, "s", queue.Queue(), [None], np.zeros(8, np.int64), parent_pid=0, report=print,
                         names=NameTable(), resolver_id=1)
     t = 1_700_000_000_000_000
-    loop.handle(wire.flows(0, np.array([flow_row(t + 5_000_000)])))
+    loop.take_rows(np.array([flow_row(t + 5_000_000)]))
     assert sink.lines == []  # no watermark yet
     answer = Observation("dns", "A", "example.com", "192.0.2.7", None, 300)
     loop.handle(encode_names([(t + 2_000_000, answer)], t + 4_000_000))
@@ -56,6 +55,6 @@ def test_flows_wait_for_the_watermark_and_get_names_seen_before_they_ended():
 
 def test_without_a_resolver_flows_go_out_at_once():
     sink = ListSink()
-    loop = ExporterLoop(sink, "s", queue.Queue(), 1, np.zeros(8, np.int64), parent_pid=0, report=print)
-    loop.handle(wire.flows(0, np.array([flow_row(1_700_000_000_000_000)])))
+    loop = ExporterLoop(sink, "s", queue.Queue(), [None], np.zeros(8, np.int64), parent_pid=0, report=print)
+    loop.take_rows(np.array([flow_row(1_700_000_000_000_000)]))
     assert len(sink.lines) == 1 and loop.watermark == WATERMARK_DONE
