@@ -20,6 +20,7 @@ import argparse
 import os
 import re
 import resource
+import shlex
 import shutil
 import subprocess
 import sys
@@ -103,6 +104,7 @@ def measure(cmd: list[str], env=None) -> dict:
 
 def devourer_cmd(path, args):
     extra = ["--workers", str(args.workers)] if args.workers else []
+    extra += shlex.split(args.devourer_args or "")
     return [str(REPO / ".venv" / "bin" / "devourer"), "capture", "-r", str(path), "-o", "file", "-w", "/dev/null",
             *extra]
 
@@ -146,6 +148,8 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--tools", help="comma-separated subset (devourer,softflowd,argus,nfpcapd,nfstream)")
     ap.add_argument("--workers", type=int, help="devourer --workers (default: its own default)")
+    ap.add_argument("--devourer-args", help="more devourer flags, e.g. '--idle-timeout 3600' (every flow in the "
+                    "table at once)")
     ap.add_argument("--no-nfstream", action="store_true", help="skip NFStream (slow: ~15 s per run on medium)")
     args = ap.parse_args()
     path = generate(args.capture)

@@ -21,14 +21,16 @@ record of DESIGN.md §4 (``outputs.format``).
                      24-31 ICMP type; 32-39 ICMP code (of the first packet)
     15    end_reason one of END_* (rows leaving the table only)
 
-Rows inside the table have two more words, the capture clock (running maximum
-of packet time) at the flow's first and last packet. Expiry compares clocks
+Rows inside the table (``flow.table``, T_* below) drop the hash (the table's
+index holds its low bits and it can be recomputed from the key) and the end
+reason, and add the capture clock (running maximum of packet time) at the
+flow's first and last packet: 16 words, 128 bytes. Expiry compares clocks
 only, so a capture whose timestamps step backwards (concatenated traces) keeps
 grouping packets instead of expiring every flow at once; the reported times
 stay the packets' own.
 
-    16    first_clock
-    17    last_clock
+    0-3 addr_a, addr_b   4 key   5 first_ts   6 last_ts   7 a_bytes   8 b_bytes
+    9 a_packets   10 b_packets   11 mac_a   12 mac_b   13 state   14 first_clock   15 last_clock
 """
 
 import socket
@@ -36,7 +38,7 @@ import socket
 import numpy as np
 
 FLOW_WORDS = 16  # rows sent to the exporter
-TABLE_WORDS = 18  # rows kept in the table
+TABLE_WORDS = 16  # rows kept in the table (T_*)
 F_ADDR_A = 0
 F_ADDR_B = 2
 F_KEY = 4
@@ -51,8 +53,21 @@ F_MAC_A = 12
 F_MAC_B = 13
 F_STATE = 14
 F_END = 15
-F_FIRST_CLOCK = 16
-F_LAST_CLOCK = 17
+
+T_ADDR_A = 0
+T_ADDR_B = 2
+T_KEY = 4
+T_FIRST = 5
+T_LAST = 6
+T_A_BYTES = 7
+T_B_BYTES = 8
+T_A_PKTS = 9
+T_B_PKTS = 10
+T_MAC_A = 11
+T_MAC_B = 12
+T_STATE = 13
+T_FIRST_CLOCK = 14
+T_LAST_CLOCK = 15
 
 OCCUPIED = np.uint64(1 << 63)
 ST_SRC_IS_B = 1
