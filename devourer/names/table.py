@@ -68,7 +68,10 @@ def _add_interval(intervals: list, start: int, end: int) -> None:
 
 
 def _overlaps(intervals: list, start: int, end: int) -> bool:
-    return any(a <= end and start <= b for a, b in intervals)
+    for a, b in intervals:
+        if a <= end and start <= b:
+            return True
+    return False
 
 
 class _Bounded(OrderedDict):
@@ -142,8 +145,11 @@ class NameTable:
     def names_for(self, addr: str | int, first_us: int, last_us: int) -> list[str]:
         """Names of addr (text or ``addr_key``) valid at some time during [first_us, last_us], oldest
         observation first."""
-        key = addr_key(addr)
-        names = self.by_addr.during(key, first_us, last_us)
+        key = addr if type(addr) is int else addr_key(addr)
+        entry = self.by_addr.get(key)
+        names = [v for v, ivs in entry.items() if _overlaps(ivs, first_us, last_us)] if entry else []
+        if key not in self.bindings:
+            return names
         for mac in self.bindings.during(key, first_us, last_us):
             for name in self.by_mac.during(mac, first_us, last_us):
                 if name not in names:

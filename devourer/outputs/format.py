@@ -34,11 +34,6 @@ def fingerprints(words: np.ndarray, v6: np.ndarray) -> np.ndarray:
     return np.where(v6, mixed, w0 & np.uint64(0xFFFFFFFF))
 
 
-def endpoint_key(w0: int, w1: int, v6: bool) -> int:
-    """The ``names.table.addr_key`` of one endpoint."""
-    return w0 | w1 << 64 | V6_TAG if v6 else w0 & 0xFFFFFFFF
-
-
 class RecordFormatter:
     """Turns batches of flow rows into JSON-lines bytes."""
 
@@ -68,7 +63,9 @@ class RecordFormatter:
             dst_names = np.full(k, -1, np.int32)
             self._name_lists(names, rows, src_names, dst_names, blob, offsets)
         names_blob = np.frombuffer(bytearray(b"".join(blob)), np.uint8)  # writable: one compiled variant
-        size = k * (MAX_FIXED_BYTES + len(self._sensor_json)) + len(names_blob)
+        size = k * (MAX_FIXED_BYTES + len(self._sensor_json))
+        if len(names_blob):  # a shared list may be written many times
+            size += 2 * k * int(np.diff(np.asarray(offsets)).max())
         buf = np.empty(size, np.uint8)
         used = render(rows, np.uint64(self._seed), self._sensor_json, src_names, dst_names, names_blob,
                       np.asarray(offsets, np.int64), buf)
@@ -76,20 +73,35 @@ class RecordFormatter:
 
     @staticmethod
     def _name_lists(names, rows, src_names, dst_names, blob: list, offsets: list) -> None:
-        """Fill the per-row indexes of each endpoint's JSON name list (``blob``/``offsets``)."""
+        """Fill the per-row indexes of each endpoint's JSON name list (``blob``/``offsets``).
+
+        Rows with the same names share one encoded list."""
         v6 = ((rows[:, R.F_KEY] >> np.uint64(56)) & np.uint64(1)).astype(bool)
         src_is_b = (rows[:, R.F_STATE] & np.uint64(R.ST_SRC_IS_B)).astype(bool)
+        names_for = names.names_for
+        encoded: dict[tuple, int] = {}
         for at, is_dst in ((R.F_ADDR_A, False), (R.F_ADDR_B, True)):
             fps = fingerprints(rows[:, at:at + 2], v6)
             named = names.fingerprints.intersection(fps.tolist())  # in C: most endpoints have no name
             if not named:
                 continue
-            for i in np.flatnonzero(np.isin(fps, np.fromiter(named, np.uint64, len(named)))).tolist():
-                key = endpoint_key(int(rows[i, at]), int(rows[i, at + 1]), bool(v6[i]))
-                found = names.names_for(key, int(rows[i, R.F_FIRST]), int(rows[i, R.F_LAST]))
+            idx = np.flatnonzero(np.isin(fps, np.fromiter(named, np.uint64, len(named))))
+            to_src, to_dst = ([], []), ([], [])
+            for i, w0, w1, first, last, is_v6, b_first in zip(
+                    idx.tolist(), rows[idx, at].tolist(), rows[idx, at + 1].tolist(), rows[idx, R.F_FIRST].tolist(),
+                    rows[idx, R.F_LAST].tolist(), v6[idx].tolist(), src_is_b[idx].tolist()):
+                found = names_for(w0 | w1 << 64 | V6_TAG if is_v6 else w0 & 0xFFFFFFFF, first, last)
                 if not found:
                     continue
-                blob.append(orjson.dumps(found))
-                offsets.append(offsets[-1] + len(blob[-1]))
+                key = tuple(found)
+                j = encoded.get(key)
+                if j is None:
+                    j = encoded[key] = len(blob)
+                    blob.append(orjson.dumps(found))
+                    offsets.append(offsets[-1] + len(blob[-1]))
                 # side A is the src unless the row says B sent the first packet
-                (dst_names if is_dst != src_is_b[i] else src_names)[i] = len(blob) - 1
+                side = to_dst if is_dst != b_first else to_src
+                side[0].append(i)
+                side[1].append(j)
+            src_names[to_src[0]] = to_src[1]
+            dst_names[to_dst[0]] = to_dst[1]

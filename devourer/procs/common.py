@@ -2,6 +2,7 @@
 
 import ctypes
 import ctypes.util
+import gc
 import os
 import queue as queue_mod
 import signal
@@ -36,6 +37,11 @@ def become_child(role: str, handle_term=None) -> int:
     to stop, so children ignore SIGINT; SIGTERM goes to ``handle_term`` or is
     ignored too (the supervisor drains children through the rings instead)."""
     set_process_name(f"dvr-{role}")
+    # What the supervisor imported is never garbage: keep the collector off it (and off those shared pages),
+    # and collect young objects less often. The name map holds hundreds of thousands of small containers
+    # that the default thresholds re-scan all the time (half the cost of taking an observation, measured).
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, handle_term if handle_term else signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
