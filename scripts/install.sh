@@ -10,7 +10,7 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
     python3 python3-venv python3-dev gcc libpcap-dev \
-    tcpdump iproute2 iputils-ping util-linux >/dev/null
+    tcpdump iproute2 iputils-ping util-linux logrotate systemd >/dev/null
 PYTHON=${PYTHON:-python3}
 "$PYTHON" -m venv .venv
 .venv/bin/pip install -q --upgrade pip

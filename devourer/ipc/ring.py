@@ -24,10 +24,11 @@ publishes ``tail``. That order is enough on x86-64 (total store order), which is
 what devourer runs on; a weakly ordered CPU would need fences here.
 """
 
+import mmap
+import os
 import time
 
 import numpy as np
-from multiprocess import shared_memory
 
 MAGIC = 0x4456524752494E47
 VERSION = 1
@@ -37,12 +38,30 @@ H_HEAD, H_CLOCK, H_CLOSED, H_DROPPED = 8, 9, 10, 11
 H_TAIL = 16
 
 
+SHM_DIR = "/dev/shm"
+
+
 class _Segment:
-    """A shared-memory segment this process creates and, once, unlinks."""
+    """A shared-memory segment this process creates and, once, unlinks.
+
+    Made directly in /dev/shm (mode 0600) rather than with multiprocessing's
+    SharedMemory, whose resource-tracker helper process we do not need (we
+    unlink every segment ourselves) and which fails where the interpreter's
+    path is not readable by the user devourer runs as."""
 
     def __init__(self, name: str, size: int):
         self.name = name
-        self._shm = shared_memory.SharedMemory(name=name, create=True, size=size)
+        self._path = os.path.join(SHM_DIR, name)
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.ftruncate(fd, size)
+            self._map = mmap.mmap(fd, size)
+        except BaseException:
+            os.unlink(self._path)
+            raise
+        finally:
+            os.close(fd)
+        self.buf = memoryview(self._map)
         self._unlinked = False
 
     def unlink(self) -> None:
@@ -50,7 +69,7 @@ class _Segment:
         if not self._unlinked:
             self._unlinked = True
             try:
-                self._shm.unlink()
+                os.unlink(self._path)
             except FileNotFoundError:
                 pass
 
@@ -62,8 +81,8 @@ class Ring(_Segment):
         if slots & (slots - 1):
             raise ValueError("ring slots must be a power of two")
         super().__init__(name, HEADER_BYTES + slots * slot_bytes)
-        self._hdr = np.ndarray((HEADER_BYTES // 8,), np.uint64, self._shm.buf, 0)
-        self._data = np.ndarray((slots, slot_bytes), np.uint8, self._shm.buf, HEADER_BYTES)
+        self._hdr = np.ndarray((HEADER_BYTES // 8,), np.uint64, self.buf, 0)
+        self._data = np.ndarray((slots, slot_bytes), np.uint8, self.buf, HEADER_BYTES)
         self._hdr[:] = 0
         self._hdr[H_MAGIC] = MAGIC
         self._hdr[H_VERSION] = VERSION
@@ -156,7 +175,7 @@ class SharedCounters(_Segment):
 
     def __init__(self, name: str, words: int):
         super().__init__(name, max(8, words * 8))
-        self.array = np.ndarray((words,), np.int64, self._shm.buf, 0)
+        self.array = np.ndarray((words,), np.int64, self.buf, 0)
         self.array[:] = 0
 
     def region(self, start: int, length: int) -> np.ndarray:
