@@ -1,8 +1,8 @@
-"""The flow row: one flow's state as 16 u64 words, in the table and on the wire.
+"""The flow row: one flow's state as 16 u64 words, as workers hand it to the exporter.
 
-Workers keep flows in this layout and send expired ones to the exporter in the
-same layout (raw bytes in a msgpack envelope); the exporter turns rows into the
-record of DESIGN.md §4 (``outputs.format``).
+Workers write expired flows in this layout into their flow ring (one 128-byte
+slot each); the exporter turns rows into the record of DESIGN.md §4
+(``outputs.format``). The table keeps a slightly different row (T_* below).
 
     word  field
     0-1   addr_a     16 address bytes, network order (IPv4 in the first 4)
