@@ -137,11 +137,6 @@ class NameTable:
             # evicted addresses left theirs behind: start over from what is held
             self.fingerprints = {fingerprint(k) for k in (*self.by_addr, *self.bindings)}
 
-    def knows(self, addr: str | int) -> bool:
-        """Cheap test first: most flow endpoints have no name at all."""
-        key = addr_key(addr)
-        return key in self.by_addr or key in self.bindings
-
     def names_for(self, addr: str | int, first_us: int, last_us: int) -> list[str]:
         """Names of addr (text or ``addr_key``) valid at some time during [first_us, last_us], oldest
         observation first."""

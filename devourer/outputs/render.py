@@ -24,13 +24,13 @@ def _pieces(*texts: str) -> tuple:
 (P_ID, P_PROTO, P_SRC_ADDR, P_PORT, P_HW, P_NAMES, P_DST_ADDR, P_FIRST, P_LAST, P_Z_SRC_STAT, P_PACKETS,
  P_DST_STAT, P_STATUS, P_END, P_VLAN, P_SRC_FLAGS, P_DST_FLAGS, P_ICMP_TYPE, P_ICMP_CODE, P_SENSOR, P_CLOSE,
  P_NULL, P_EMPTY, P_TCP, P_UDP, P_ICMP4, P_ICMP6, P_ESTABLISHED, P_INIT, P_UNKNOWN, P_IDLE, P_ACTIVE,
- P_SHUTDOWN, P_EVICTED, P_Z) = _pieces(
+ P_SHUTDOWN, P_EVICTED) = _pieces(
     '{"id":"', '","protocol":"', '","src":{"addr":"', '","port":', ',"hw_addr":', ',"names":',
     '},"dst":{"addr":"', '},"first_seen_at":"', 'Z","last_seen_at":"', 'Z","src_stat":{"bytes":', ',"packets":',
     '},"dst_stat":{"bytes":', '},"status":"', '","end_reason":"', '","vlan":', ',"src_tcp_flags":',
     ',"dst_tcp_flags":', ',"icmp_type":', ',"icmp_code":', ',"sensor":', '}\n',
     "null", "[]", "tcp", "udp", "icmp4", "icmp6", "established", "init", "unknown", "idle", "active",
-    "shutdown", "evicted", "")
+    "shutdown", "evicted")
 _HEXDIGITS = np.frombuffer(b"0123456789abcdef", np.uint8).copy()
 
 #: Bound on a record without its name lists and sensor (the longest is about 690 bytes: every number
@@ -266,6 +266,18 @@ def _put_end_reason(buf, pos, reason):
 
 
 @njit(cache=True)
+def _put_endpoint(buf, pos, w0, w1, v6, port, mac, names_index, names_blob, names_offsets):
+    """One side's fields after its opening: addr, port, hw_addr, names."""
+    pos = _put_addr(buf, pos, w0, w1, v6)
+    pos = _put(buf, pos, P_PORT)
+    pos = _put_uint(buf, pos, port)
+    pos = _put(buf, pos, P_HW)
+    pos = _put_mac(buf, pos, mac)
+    pos = _put(buf, pos, P_NAMES)
+    return _put_names(buf, pos, names_index, names_blob, names_offsets)
+
+
+@njit(cache=True)
 def render(rows, seed, sensor_json, src_names, dst_names, names_blob, names_offsets, buf):
     """Write one JSON line per row of ``rows`` (k, FLOW_WORDS) into ``buf``; return the bytes used.
 
@@ -297,21 +309,11 @@ def render(rows, seed, sensor_json, src_names, dst_names, names_blob, names_offs
         pos = _put(buf, pos, P_PROTO)
         pos = _put_protocol(buf, pos, proto)
         pos = _put(buf, pos, P_SRC_ADDR)
-        pos = _put_addr(buf, pos, np.int64(row[addr[s]]), np.int64(row[addr[s] + 1]), v6)
-        pos = _put(buf, pos, P_PORT)
-        pos = _put_uint(buf, pos, port[s])
-        pos = _put(buf, pos, P_HW)
-        pos = _put_mac(buf, pos, mac[s])
-        pos = _put(buf, pos, P_NAMES)
-        pos = _put_names(buf, pos, src_names[r], names_blob, names_offsets)
+        pos = _put_endpoint(buf, pos, np.int64(row[addr[s]]), np.int64(row[addr[s] + 1]), v6, port[s], mac[s],
+                            src_names[r], names_blob, names_offsets)
         pos = _put(buf, pos, P_DST_ADDR)
-        pos = _put_addr(buf, pos, np.int64(row[addr[d]]), np.int64(row[addr[d] + 1]), v6)
-        pos = _put(buf, pos, P_PORT)
-        pos = _put_uint(buf, pos, port[d])
-        pos = _put(buf, pos, P_HW)
-        pos = _put_mac(buf, pos, mac[d])
-        pos = _put(buf, pos, P_NAMES)
-        pos = _put_names(buf, pos, dst_names[r], names_blob, names_offsets)
+        pos = _put_endpoint(buf, pos, np.int64(row[addr[d]]), np.int64(row[addr[d] + 1]), v6, port[d], mac[d],
+                            dst_names[r], names_blob, names_offsets)
         pos = _put(buf, pos, P_FIRST)
         pos = _put_time(buf, pos, np.int64(row[R.F_FIRST]))
         pos = _put(buf, pos, P_LAST)
