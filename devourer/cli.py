@@ -13,8 +13,9 @@ import sys
 
 import configargparse
 
-from devourer import __version__
-from devourer.errors import EXIT_USAGE, DevourerError, UsageError
+from devourer import __version__, logs
+from devourer.errors import EXIT_USAGE, DevourerError, SourceError, UsageError
+from devourer.privileges import resolve_user
 from devourer.settings import Settings
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(us|ms|s|m|h|d)?\s*$")
@@ -57,6 +58,20 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _non_negative_int(text: str) -> int:
+    v = int(text)
+    if v < 0:
+        raise ValueError(f"must not be negative, got {v}")
+    return v
+
+
+def _port(text: str) -> int:
+    v = int(text)
+    if not 0 <= v <= 65535:
+        raise ValueError(f"not a TCP port: {v}")
+    return v
+
+
 def _bool(text: str) -> bool:
     t = str(text).strip().lower()
     if t in ("1", "true", "yes", "on"):
@@ -88,7 +103,8 @@ def version_text() -> str:
         lines.append(lib.pcap_lib_version().decode())
     except (OSError, AttributeError):
         lines.append("libpcap: not found")
-    for dist in ("pcapy-ng", "numpy", "numba", "impacket", "orjson", "msgpack", "multiprocess", "ConfigArgParse"):
+    for dist in ("pcapy-ng", "numpy", "numba", "impacket", "orjson", "msgpack", "multiprocess", "ConfigArgParse",
+                 "google-cloud-bigquery", "prometheus-client", "tqdm"):
         try:
             lines.append(f"{dist} {metadata.version(dist)}")
         except metadata.PackageNotFoundError:
@@ -188,6 +204,36 @@ def build_parser() -> _Parser:
     names.add_argument("--name-lifetime", type=_typed(parse_duration, "duration"), default="1h",
                        help="how long a name holds when the packet gives no lifetime (TLS SNI, NBNS, DHCP "
                             "without lease time)")
+    out.add_argument("--rotate-size", type=_typed(parse_size, "size"), default="0",
+                     help="with -o file: start a new file once the current one reaches this size (e.g. 1G); "
+                          "the old one is renamed with the time and compressed (gzip); 0: never")
+    out.add_argument("--rotate-interval", type=_typed(parse_duration, "duration"), default="0",
+                     help="with -o file: start a new file at every multiple of this wall-clock interval (e.g. 1h, "
+                          "1d: on the hour, at midnight UTC); 0: never")
+    out.add_argument("--rotate-keep", type=_typed(_non_negative_int, "count"), default=0,
+                     help="with rotation: keep at most this many old files, deleting the oldest; 0: keep all")
+    ops = cap.add_argument_group("operation")
+    ops.add_argument("--log-level", choices=logs.LEVELS, default=None,
+                     help="least severe log line written (stats and the summary are info); default info, "
+                          "warning with --quiet")
+    ops.add_argument("--log-format", choices=logs.FORMATS, default="console",
+                     help="console: 'devourer: ...' lines; json: one JSON object per line with time, level, "
+                          "process role and the counters of stats lines")
+    ops.add_argument("--log-output", default="stderr", metavar="stderr|PATH",
+                     help="where log lines go: stderr or a file (appended; reopened after logrotate moves it)")
+    ops.add_argument("-q", "--quiet", action="store_true", default=False,
+                     help="no progress bar, and only warnings and errors in the log (unless --log-level is given)")
+    ops.add_argument("--progress", type=_typed(_bool, "boolean"), default=True, metavar="BOOL",
+                     help="replaying files with stderr on a terminal: show a progress bar (bytes read, packets/s, "
+                          "flows, time left)")
+    ops.add_argument("--user", metavar="NAME",
+                     help="run as this user once the capture handle, output files and metrics port are open "
+                          "(as tcpdump -Z); needs root")
+    ops.add_argument("--group", metavar="NAME", help="with --user: run as this group (default: the user's)")
+    ops.add_argument("--metrics-port", type=_typed(_port, "port"), default=0,
+                     help="serve Prometheus metrics over HTTP on this port (/metrics); 0: off")
+    ops.add_argument("--metrics-address", default="0.0.0.0", metavar="ADDRESS",
+                     help="address the metrics server listens on")
     eng = cap.add_argument_group("engine")
     eng.add_argument("--workers", type=_typed(_positive_int, "count"), default=default_workers(),
                      help="flow-table worker processes")
@@ -216,11 +262,20 @@ def settings_from_args(args) -> Settings:
         raise UsageError("-o bigquery needs --bigquery-project-id and --bigquery-dataset-id")
     if args.write_file and args.output != "file":
         raise UsageError("-w/--write-file is only used with -o file")
+    if (args.rotate_size or args.rotate_interval) and args.output != "file":
+        raise UsageError("--rotate-size and --rotate-interval are only used with -o file")
     for name in ("flow_timeout", "active_timeout"):
         if getattr(args, name) < 0:
             raise UsageError(f"--{name.replace('_', '-')} must not be negative")
     if args.flow_timeout == 0:
         raise UsageError("--flow-timeout must be greater than 0")
+    run_as = None
+    if args.group and not args.user:
+        raise UsageError("--group is only used with --user")
+    if args.user:
+        run_as = resolve_user(args.user, args.group)
+        if os.geteuid() != 0 and (run_as[0], run_as[1]) != (os.geteuid(), os.getegid()):
+            raise UsageError(f"--user {args.user}: only root can change to another user")
     ring = 1 << max(0, (args.ring_size - 1).bit_length())
     return Settings(
         read_files=files, interface=args.interface, output=args.output, write_file=args.write_file,
@@ -233,7 +288,18 @@ def settings_from_args(args) -> Settings:
         bigquery_table=args.bigquery_table, bigquery_sa_key_file=args.bigquery_sa_key_file,
         bigquery_sa_key_data=args.bigquery_sa_key_data, bigquery_endpoint=args.bigquery_endpoint,
         bigquery_flush_interval_s=args.bigquery_flush_interval, spool_dir=args.spool_dir,
-        spool_max_bytes=args.spool_max_size)
+        spool_max_bytes=args.spool_max_size, rotate_bytes=args.rotate_size, rotate_interval_s=args.rotate_interval,
+        rotate_keep=args.rotate_keep, progress=args.progress and not args.quiet,
+        metrics_port=args.metrics_port, metrics_address=args.metrics_address, run_as=run_as)
+
+
+def _configure_logs(args) -> None:
+    level = args.log_level or ("warning" if args.quiet else "info")
+    try:
+        logs.configure(level, args.log_format, args.log_output)
+    except OSError as e:
+        logs.configure()
+        raise SourceError(f"cannot open --log-output {args.log_output}: {e.strerror}") from None
 
 
 def main(argv=None) -> int:
@@ -254,12 +320,13 @@ def main(argv=None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
+        _configure_logs(args)
         settings = settings_from_args(args)
         from devourer.engine.supervisor import run
 
         return run(settings)
     except DevourerError as e:
-        print(f"devourer: error: {e}", file=sys.stderr)
+        logs.emit("error", str(e))
         return e.exit_status
     except KeyboardInterrupt:
         return 130

@@ -35,6 +35,13 @@ class Settings:
     bigquery_flush_interval_s: float = 5.0
     spool_dir: str = "devourer-spool"
     spool_max_bytes: int = 1 << 30
+    rotate_bytes: int = 0  # -o file: a new file past this size; 0: never
+    rotate_interval_s: float = 0.0  # -o file: a new file at each multiple of this (wall clock); 0: never
+    rotate_keep: int = 0  # rotated files kept; 0: all
+    progress: bool = True  # a progress bar when replaying files with stderr on a terminal
+    metrics_port: int = 0  # Prometheus metrics over HTTP; 0: off
+    metrics_address: str = "0.0.0.0"
+    run_as: tuple[int, int, str] | None = None  # --user/--group: (uid, gid, user name) to drop root to
 
     @property
     def live(self) -> bool:

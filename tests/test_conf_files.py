@@ -38,6 +38,7 @@ def test_systemd_unit_verifies_and_its_command_line_parses(tmp_path, monkeypatch
         monkeypatch.delenv(k)
     s = settings_from_args(build_parser().parse_args(["capture", *args, "-i", "eth0"]))
     assert s.output == "file" and s.write_file == "/var/log/devourer/flows.jsonl"
+    assert (s.rotate_interval_s, s.rotate_bytes, s.rotate_keep) == (86400, 1 << 30, 31)
     for needed in ("Restart=on-failure", "NoNewPrivileges=yes", "ProtectSystem=strict", "User=devourer",
                    "AmbientCapabilities=CAP_NET_RAW CAP_NET_ADMIN"):
         assert needed in unit

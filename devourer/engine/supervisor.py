@@ -11,16 +11,20 @@ EXIT_DAMAGED when a capture file was damaged (flows before the damage are
 written), EXIT_FAILURE when a child died or the output failed.
 """
 
+import dataclasses
 import os
 
 import multiprocess.connection
 import queue as queue_mod
 import signal
-import sys
 import time
 
-from devourer.engine.topology import Topology
-from devourer.errors import EXIT_DAMAGED, EXIT_FAILURE, EXIT_OK
+from devourer import logs
+from devourer.engine import progress
+from devourer.engine.metrics import MetricsServer
+from devourer.engine.progress import ProgressBar
+from devourer.engine.topology import Topology, remove_stale_segments
+from devourer.errors import EXIT_DAMAGED, EXIT_FAILURE, EXIT_OK, SourceError, UsageError
 from devourer.flow import table as T
 from devourer.ipc import wire
 from devourer.outputs import check_output, open_sink
@@ -32,6 +36,7 @@ from devourer.procs.exporter import (E_BQ_REJECTED, E_BQ_SENT, E_BQ_SPOOL_DROPPE
                                      E_NAMES_EVICTED, E_WRITE_FAILED, SINK_COUNTERS, CounterView, ExporterLoop)
 from devourer.procs.resolver import R_MALFORMED, R_OBSERVATIONS, ResolverLoop
 from devourer.procs.worker import WorkerLoop
+from devourer.privileges import drop_to
 from devourer.settings import Settings
 
 TICK_S = 0.1
@@ -70,9 +75,8 @@ def _warm_up() -> None:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, out=sys.stderr):
+    def __init__(self, settings: Settings):
         self.settings = settings
-        self.out = out
         self.signals: list[int] = []
         self.children: dict[str, object] = {}
         self.exit_status = EXIT_OK
@@ -80,10 +84,17 @@ class Supervisor:
         self.last_nudge = 0.0
         self.damaged = False
         self.failed = False
+        self.progress: ProgressBar | None = None
+        self.metrics: MetricsServer | None = None
 
-    def _say(self, line: str) -> None:
-        """One line on stderr, when it happens (an outage should be seen while it lasts)."""
-        print(line, file=self.out, flush=True)
+    def _say(self, text: str, level: str = "error", role: str = logs.SUPERVISOR, pid: int | None = None,
+             **fields) -> None:
+        """One line of the log, when it happens (an outage should be seen while it lasts)."""
+        if self.progress is not None and logs.logs_to_stderr():
+            with self.progress.writing():
+                logs.emit(level, text, role, pid, **fields)
+        else:
+            logs.emit(level, text, role, pid, **fields)
 
     # ---- signals: handlers only record
     def _on_signal(self, signum, frame) -> None:
@@ -98,15 +109,17 @@ class Supervisor:
         ctx = topo.ctx
         settings = self.settings
 
-        def report(text: str) -> None:
-            topo.reports.put(text)
+        def reporter(role: str):
+            def report(text: str, level: str = "warning") -> None:
+                topo.reports.put((role, os.getpid(), level, text))
+            return report
 
         def exporter_main():
             parent = become_child("exporter")
-            sink = open_sink(settings, report, CounterView(topo.exporter_counters, SINK_COUNTERS))
+            sink = open_sink(settings, reporter("exporter"), CounterView(topo.exporter_counters, SINK_COUNTERS))
             names = NameTable(settings.max_names, settings.name_lifetime_s) if settings.resolve_names else None
             loop = ExporterLoop(sink, settings.sensor_id, topo.export_queue, topo.flow_rings,
-                                topo.exporter_counters, parent, report, names, topo.resolver_id)
+                                topo.exporter_counters, parent, reporter("exporter"), names, topo.resolver_id)
             code = loop.run()
             for q in (topo.export_queue, topo.reports):  # os._exit skips the queues' feeder threads
                 q.close()
@@ -138,7 +151,7 @@ class Supervisor:
                 settings, topo.rings, topo.capture_counters,
                 stop_requested=lambda: stop["flag"] or bool(topo.control[CTL_STOP]),
                 abort_requested=lambda: bool(topo.control[CTL_ABORT]),
-                report=report, name_ring=topo.name_ring)
+                report=reporter("capture"), name_ring=topo.name_ring)
             code = loop.run(sources)
             topo.reports.close()
             topo.reports.join_thread()
@@ -189,7 +202,7 @@ class Supervisor:
             if code == 0:
                 continue
             how = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
-            self._say(f"devourer: {role} (pid {p.pid}) {how}")
+            self._say(f"{role} (pid {p.pid}) {how}")
             self.failed = True
             if role.startswith("worker"):
                 topo.export_queue.put(wire.lost(int(role.split()[1])))
@@ -200,11 +213,11 @@ class Supervisor:
     def _drain_reports(self, topo: Topology) -> None:
         while True:
             try:
-                text = topo.reports.get_nowait()
+                role, pid, level, text = topo.reports.get_nowait()
             except (queue_mod.Empty, OSError, ValueError):
                 return
-            self._say(f"devourer: {text}")
-            if text.startswith("exporter: cannot write output"):  # the output is gone: reading on would only count losses
+            self._say(text, level, role, pid)
+            if role == "exporter" and text.startswith("cannot write output"):  # the output is gone: reading on would only count losses
                 self.failed = True
                 self._abort(topo)
 
@@ -243,13 +256,19 @@ class Supervisor:
         bps = (now["bytes"] - prev["bytes"]) * 8 / dt
         rings = "" if len(now["ring_dropped_per_worker"]) < 2 else " (" + " ".join(
             f"w{i}:{n:,}" for i, n in enumerate(now["ring_dropped_per_worker"])) + ")"
-        return (f"devourer: stats: {now['read']:,} packets read, {pps:,.0f} packets/s, {bps / 1e6:,.2f} Mbit/s, "
+        return (f"stats: {now['read']:,} packets read, {pps:,.0f} packets/s, {bps / 1e6:,.2f} Mbit/s, "
                 f"{now['active_flows']:,} active flows, "
                 f"{now['flows_written']:,} flows written; drops: kernel {now['kernel_dropped']:,}, "
                 f"ring {now['ring_dropped']:,}{rings}, exporter {now['exporter_dropped']:,}")
 
+    def _update_progress(self, topo: Topology) -> None:
+        c = topo.capture_counters
+        self.progress.update(int(c[L.C_INPUT_BYTES]), int(c[L.C_READ]) + int(c[L.C_FILTERED]),
+                             int(topo.exporter_counters[E_FLOWS_WRITTEN]),
+                             sum(int(w[T.K_ACTIVE]) for w in topo.worker_counters))
+
     def summary_line(self, t: dict) -> str:
-        return (f"devourer: summary: {t['read']:,} packets read = {t['in_flows']:,} in flows + "
+        return (f"summary: {t['read']:,} packets read = {t['in_flows']:,} in flows + "
                 f"{t['non_ip']:,} non-IP + {t['malformed']:,} malformed + "
                 f"{t['unmatched_fragments']:,} unmatched fragments + {t['filtered']:,} filtered + "
                 f"{t['ring_dropped']:,} dropped; {t['flows_written']:,} flows written "
@@ -261,17 +280,55 @@ class Supervisor:
                    f"{t['bq_spooled']:,} waiting in the spool, {t['bq_spool_dropped']:,} dropped (spool full)"
                    if self.settings.output == "bigquery" else ""))
 
+    def _drop_privileges(self, settings: Settings) -> Settings:
+        """--user: hand what root opened to the user, then become it (tcpdump -Z); the settings the children
+        get carry the service-account key itself, which the user may not be allowed to read."""
+        if settings.run_as is None:
+            if settings.live and os.geteuid() == 0:
+                self._say("capturing as root; use --user NAME to drop root once the interface is open, or run "
+                          "unprivileged with the capabilities CAP_NET_RAW and CAP_NET_ADMIN", "warning")
+            return settings
+        uid, gid, name = settings.run_as
+        owned = [settings.write_file] if settings.output == "file" else []
+        if settings.output == "bigquery":
+            owned.append(settings.spool_dir)
+            owned += [os.path.join(settings.spool_dir, n) for n in os.listdir(settings.spool_dir)]
+            if settings.bigquery_sa_key_file and not settings.bigquery_sa_key_data:
+                with open(settings.bigquery_sa_key_file) as f:
+                    settings = dataclasses.replace(settings, bigquery_sa_key_data=f.read(), bigquery_sa_key_file=None)
+        owned += logs.files()
+        for path in owned:
+            os.chown(path, uid, gid)
+        try:
+            drop_to(uid, gid, name)
+        except OSError as e:
+            raise UsageError(f"--user {name}: cannot change to uid {uid} gid {gid}: {e.strerror}") from None
+        folder = os.path.dirname(os.path.abspath(settings.write_file or "."))
+        if (settings.rotate_bytes or settings.rotate_interval_s) and not os.access(folder, os.W_OK):
+            raise SourceError(f"--user {name} cannot create files in {folder} (rotation makes new files there)")
+        return settings
+
     # ---- main loop
     def run(self) -> int:
         settings = self.settings
         sources = capture_proc.open_sources(settings)
-        check_output(settings, warn=lambda text: print(f"devourer: {text}", file=self.out, flush=True))
+        check_output(settings, warn=lambda text: self._say(text, "warning"))
+        if settings.metrics_port:
+            self.metrics = MetricsServer(settings)
         _warm_up()
+        settings = self.settings = self._drop_privileges(settings)
+        if stale := remove_stale_segments():
+            self._say(f"removed {len(stale)} shared-memory segments left by a killed run "
+                      f"(/dev/shm/{stale[0]}{', ...' if len(stale) > 1 else ''})", "warning")
         topo = Topology(settings)
         self._install_signals()
         try:
             self._start(topo, sources)
             topo.unlink()  # children hold the mappings now; nothing of ours stays in /dev/shm
+            if self.metrics is not None:  # after the fork: children get no copy of the thread
+                self.metrics.start(topo)
+            if progress.wanted(settings):
+                self.progress = ProgressBar(progress.input_size(settings.read_files))
             self._loop(topo)
         finally:
             topo.unlink()
@@ -279,9 +336,15 @@ class Supervisor:
                 if p.exitcode is None:
                     p.kill()
                     p.join(5)
+            if self.progress is not None:
+                self._update_progress(topo)
+                self.progress.close()
+                self.progress = None
+            if self.metrics is not None:
+                self.metrics.close()
         self._drain_reports(topo)
         totals = self._totals(topo)
-        print(self.summary_line(totals), file=self.out, flush=True)
+        self._say(self.summary_line(totals), "info", **_fields(totals))
         if self.failed:
             return EXIT_FAILURE
         if self.damaged:
@@ -306,20 +369,28 @@ class Supervisor:
             if self.stopping_since is not None and now - self.last_nudge > 1.0:
                 self._nudge_capture()
             if self.stopping_since is not None and now - self.stopping_since > settings.shutdown_timeout_s:
-                self._say(f"devourer: shutdown took longer than {settings.shutdown_timeout_s:g}s; "
+                self._say(f"shutdown took longer than {settings.shutdown_timeout_s:g}s; "
                                      "killing what is left")
                 self.failed = True
                 for p in self.children.values():
                     if p.exitcode is None:
                         p.kill()
                 continue
+            if self.progress is not None:
+                self._update_progress(topo)
             if interval > 0 and now - last_stats_t >= interval:
                 cur = self._totals(topo)
-                print(self._stats_line(prev, cur, now - last_stats_t), file=self.out, flush=True)
+                self._say(self._stats_line(prev, cur, now - last_stats_t), "info", **_fields(cur))
                 prev, last_stats_t = cur, now
             # wake at once when a child ends (its sentinel), else after a tick
             sentinels = [p.sentinel for p in self.children.values() if p.exitcode is None]
             multiprocess.connection.wait(sentinels, timeout=TICK_S)
+
+
+def _fields(totals: dict) -> dict:
+    """The counters of a stats or summary line, as fields of its JSON log line."""
+    return {"counters": {k: v for k, v in totals.items() if k != "ring_dropped_per_worker"},
+            "ring_dropped_per_worker": totals["ring_dropped_per_worker"]}
 
 
 def run(settings: Settings) -> int:

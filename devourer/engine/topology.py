@@ -14,7 +14,7 @@ import multiprocess
 
 from devourer.flow.record import FLOW_WORDS
 from devourer.flow.table import N_WORKER_COUNTERS
-from devourer.ipc.ring import Ring, SharedCounters
+from devourer.ipc.ring import SHM_DIR, Ring, SharedCounters
 from devourer.packet import layout as L
 from devourer.procs.common import N_CONTROL
 from devourer.procs.exporter import N_EXPORTER_COUNTERS
@@ -24,6 +24,39 @@ from devourer.settings import Settings
 EXPORT_QUEUE_MESSAGES = 256
 FLOW_RING_SLOTS = 1 << 16  # per worker: 8 MiB of expired flow rows on their way to the exporter
 SHM_PREFIX = "devourer-"
+
+
+def remove_stale_segments(shm_dir: str = SHM_DIR) -> list[str]:
+    """Unlink segments of runs whose supervisor is gone; returns their names.
+
+    A run unlinks its segments as soon as its children are forked, so only one
+    killed (SIGKILL, power loss) during start-up leaves any. A supervisor pid
+    that is alive again as another program is stale too: ours run python."""
+    removed = []
+    try:
+        names = os.listdir(shm_dir)
+    except FileNotFoundError:
+        return removed
+    for name in names:
+        if not name.startswith(SHM_PREFIX):
+            continue
+        pid = name[len(SHM_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or _is_devourer(int(pid)):
+            continue
+        try:
+            os.unlink(os.path.join(shm_dir, name))
+            removed.append(name)
+        except OSError:  # another user's, or already gone
+            pass
+    return removed
+
+
+def _is_devourer(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"devourer" in f.read()
+    except OSError:
+        return False
 
 
 class Topology:

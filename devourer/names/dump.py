@@ -53,7 +53,8 @@ def observations(settings: Settings):
     sink = _Collect(NameExtractor(counters))
     errors = []
     loop = CaptureLoop(settings, [_Discard()], np.zeros(L.N_CAPTURE_COUNTERS, np.int64), stop_requested=lambda: False,
-                       abort_requested=lambda: False, report=errors.append, name_ring=sink)
+                       abort_requested=lambda: False,
+                       report=lambda text, level="error": errors.append(text), name_ring=sink)
     loop.run(open_sources(settings))
     return sink.observations, counters, errors
 

@@ -9,6 +9,9 @@ from devourer.errors import SourceError
 from devourer.settings import Settings
 
 
+OUTPUT_MODE = 0o640  # flow records name who talked to whom: not for every local user
+
+
 def open_sink(settings: Settings, report=None, counters=None):
     if settings.output == "bigquery":
         from devourer.outputs.bigquery import BigQuerySink
@@ -17,7 +20,8 @@ def open_sink(settings: Settings, report=None, counters=None):
     if settings.output == "file":
         from devourer.outputs.jsonfile import JsonFileSink
 
-        return JsonFileSink(settings.write_file)
+        return JsonFileSink(settings.write_file, settings.rotate_bytes, settings.rotate_interval_s,
+                            settings.rotate_keep, report)
     from devourer.outputs.stdout import StdoutSink
 
     return StdoutSink()
@@ -35,7 +39,6 @@ def check_output(settings: Settings, warn) -> None:
         bigquery.prepare(settings, warn)
     if settings.output == "file":
         try:
-            with open(settings.write_file, "ab"):
-                pass
+            os.close(os.open(settings.write_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, OUTPUT_MODE))
         except OSError as e:
             raise SourceError(f"cannot open output file {settings.write_file}: {e.strerror}") from None

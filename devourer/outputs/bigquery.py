@@ -218,7 +218,7 @@ class BigQuerySink:
             self.counters["spooled"] += len(rows)
         else:
             self.counters["spool_dropped"] += len(rows)
-            self.report(f"exporter: spool {self.settings.spool_dir} is full: {len(rows)} rows dropped")
+            self.report(f"spool {self.settings.spool_dir} is full: {len(rows)} rows dropped", "error")
 
     def _replay(self, until: float) -> None:
         while True:
@@ -247,7 +247,7 @@ class BigQuerySink:
                 self._rejected(rows, errors)
                 self.counters["sent"] += len(rows) - len({e["index"] for e in errors if _is_invalid(e)})
                 if not self.healthy:
-                    self.report("exporter: BigQuery answers again; sending the spool, oldest first")
+                    self.report("BigQuery answers again; sending the spool, oldest first", "info")
                 self.healthy = True
                 self.outage_reported = False
                 return True
@@ -256,10 +256,10 @@ class BigQuerySink:
             except TRANSIENT as e:
                 if not self.outage_reported:
                     self.outage_reported = True
-                    self.report(f"exporter: BigQuery unavailable ({e.__class__.__name__}); retrying, then spooling "
+                    self.report(f"BigQuery unavailable ({e.__class__.__name__}); retrying, then spooling "
                                 f"in {self.settings.spool_dir}")
             except SourceError as e:
-                self.report(f"exporter: {e}")
+                self.report(str(e), "error")
             if self.clock() + delay > give_up:
                 self.healthy = False
                 self.next_attempt = self.clock() + RESPOOL_EVERY_S
@@ -277,7 +277,7 @@ class BigQuerySink:
                 self.reported_ids.add(row_id)
                 reason = "; ".join(f"{x.get('location', '')}: {x.get('message', '')}" for x in e["errors"]
                                    if x.get("reason") != "stopped")
-                self.report(f"exporter: BigQuery rejected flow {row_id}: {reason}")
+                self.report(f"BigQuery rejected flow {row_id}: {reason}")
 
 
 def _is_invalid(error: dict) -> bool:

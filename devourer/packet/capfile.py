@@ -303,5 +303,10 @@ class RecordWalker:
         if self.is_pcapng:
             self._swapped = bool(self._state[m])
 
+    @property
+    def position(self) -> int:
+        """Bytes of the file consumed so far (the start of the next record)."""
+        return self._pos
+
     def close(self) -> None:
         os.close(self._fd)

@@ -78,6 +78,7 @@ C_FRAG_EVICTED = 9  # first-fragment entries pushed out of the bounded fragment 
 C_CLOCK_US = 10  # capture clock (running max of packet time), for stats
 C_NAME_PACKETS = 11  # name-resolution packets copied to the resolver ring
 C_NAME_DROPPED = 12  # ... that did not fit (live only: the resolver fell behind)
+C_INPUT_BYTES = 13  # bytes of the capture files (or pipe) consumed so far, for progress
 N_CAPTURE_COUNTERS = 16
 
 

@@ -12,6 +12,7 @@ waits on a ring: a batch that does not fit is dropped and counted.
 """
 
 import os
+import select
 import time
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ from devourer.errors import DamagedCaptureError, SourceError, UsageError
 from devourer.packet import layout as L
 from devourer.packet.capfile import RecordWalker
 from devourer.packet.decode import SUPPORTED_DATALINKS, BatchDecoder
+from devourer.privileges import raise_capture_capabilities
 from devourer.settings import Settings
 
 LIVE_TIMEOUT_MS = 100
@@ -79,6 +81,7 @@ PERMISSION_HINT = " (run as root, or grant the program CAP_NET_RAW and CAP_NET_A
 
 
 def open_interface(name: str, settings: Settings) -> Source:
+    raise_capture_capabilities()
     try:
         handle = pcapy.create(name)
         handle.set_snaplen(settings.snaplen)
@@ -120,7 +123,7 @@ class CaptureLoop:
     """Reads sources in order and feeds the worker rings.
 
     ``stop_requested`` and ``abort_requested`` are callables polled once per
-    batch (and while waiting for ring space). ``report(text)`` sends one line
+    batch (and while waiting for ring space). ``report(text, level)`` sends one line
     to the supervisor (damage, read errors)."""
 
     def __init__(self, settings: Settings, rings, counters: np.ndarray, stop_requested, abort_requested, report,
@@ -202,18 +205,22 @@ class CaptureLoop:
 
         ``next_batch`` would block until a whole batch arrived and lose it when a
         signal interrupts the read, so pipes are read a packet at a time (which
-        also gives each packet's wire length)."""
+        also gives each packet's wire length). A batch ends early when the pipe
+        has nothing more to read now, so a trickle of packets is not held back."""
         frames, meta, wire = [], [], []
         offset = 0
+        fd = src.handle.getfd()
         while len(frames) < min(PIPE_BATCH_PACKETS, self.settings.batch_packets):
             if self.stop_requested():
                 self._pipe_done = True
                 break
+            if frames and not select.select([fd], [], [], 0)[0]:
+                break  # the writer is slower than us: hand on what we have rather than wait for a full batch
             try:
                 header, frame = src.handle.next()
             except pcapy.PcapError as e:
                 if not self.stop_requested():
-                    self.report(f"capture file {src.name}: {_pcap_reason(e)}")
+                    self.report(f"capture file {src.name}: {_pcap_reason(e)}", "error")
                     self.damaged = True
                 self._pipe_done = True
                 break
@@ -223,8 +230,10 @@ class CaptureLoop:
             sec, usec = header.getts()
             caplen = header.getcaplen()
             if src.bpf is not None and not src.bpf.filter(frame):
+                self.counters[L.C_INPUT_BYTES] += 16 + caplen
                 self.counters[L.C_FILTERED] += 1
                 continue
+            self.counters[L.C_INPUT_BYTES] += 16 + caplen
             frames.append(frame)
             meta.append((sec, usec, offset, caplen))
             wire.append(header.getlen())
@@ -280,6 +289,7 @@ class CaptureLoop:
     # ---- loops
     def run_file(self, src: Source) -> None:
         walker = RecordWalker(src.path, self.settings.batch_packets) if RecordWalker.supports(src.path) else None
+        files_before = int(self.counters[L.C_INPUT_BYTES])
         self._pipe_done = False
         self._pending_damage = None
         try:
@@ -303,6 +313,8 @@ class CaptureLoop:
                 self._dispatch(n, live=False)
                 self._dispatch_names(live=False)
                 self._publish_clock()
+                if walker is not None:
+                    self.counters[L.C_INPUT_BYTES] = files_before + walker.position
         finally:
             if walker is not None:
                 walker.close()
@@ -359,7 +371,7 @@ class CaptureLoop:
                     else:
                         self.run_file(src)
                 except DamagedCaptureError as e:
-                    self.report(str(e))
+                    self.report(str(e), "error")
                     self.damaged = True
         finally:
             self._publish_clock()

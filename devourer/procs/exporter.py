@@ -118,7 +118,7 @@ class ExporterLoop:
         except OSError as e:
             self.failed = True
             self.counters[E_WRITE_FAILED] += len(rows)
-            self.report(f"exporter: cannot write output: {e.strerror or e}")
+            self.report(f"cannot write output: {e.strerror or e}", "error")
             return
         self.counters[E_FLOWS_WRITTEN] += len(rows)
         self.counters[E_BATCHES] += 1
@@ -170,6 +170,6 @@ class ExporterLoop:
             self.sink.flush()
             self.sink.close()
         except OSError as e:
-            self.report(f"exporter: cannot write output: {e.strerror or e}")
+            self.report(f"cannot write output: {e.strerror or e}", "error")
             self.failed = True
         return 1 if self.failed else 0

@@ -57,8 +57,9 @@ def fifo_replay(tmp_path):
             writer.write(rec)
         roles = {"dvr-capture", "dvr-exporter"}
         assert _wait_for(lambda: roles <= set(children_of(p.pid).values()))
-        # pipes are read in batches of 64 packets: 128 are counted, the rest wait in the reader
-        assert _wait_for(lambda: any(" 128 packets read" in x for x in p.err_lines))
+        # a pipe's batch ends when nothing more has arrived: all 150 packets written are counted at once,
+        # though the writer stays open
+        assert _wait_for(lambda: any(" 150 packets read" in x for x in p.err_lines))
         return p, writer
 
     yield start, out
@@ -109,3 +110,31 @@ def test_killed_worker_is_reported_and_run_fails(fifo_replay, no_shm_leftovers):
     # the other worker's flows still arrive
     records = parse_records(out.read_text())
     assert 0 < len(records) < N_FLOWS
+
+
+def test_segments_of_a_killed_run_are_removed_at_the_next_start(tmp_path):
+    """A run killed with SIGKILL between creating its segments and forking leaves them in /dev/shm: the next
+    run removes them (a segment of a live devourer stays)."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = f"/dev/shm/devourer-{dead.pid}-ring0"
+    with open(stale, "wb") as f:
+        f.write(b"\0" * 4096)
+    live = subprocess.Popen([*DEVOURER, "capture", "-r", "-"], stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, cwd=REPO)
+    kept = f"/dev/shm/devourer-{live.pid}-extra"
+    try:
+        with open(kept, "wb") as f:
+            f.write(b"\0" * 4096)
+        proc = subprocess.run([*DEVOURER, "capture", "-r", "samples/http.pcap", "-o", "file", "-w",
+                               tmp_path / "f.jsonl"], capture_output=True, text=True, cwd=REPO, timeout=120)
+        assert proc.returncode == 0
+        assert not os.path.exists(stale) and os.path.exists(kept)
+        (line,) = [x for x in proc.stderr.splitlines() if "left by a killed run" in x]
+        assert line.startswith("devourer: warning: removed 1 shared-memory segments") and stale in line
+    finally:
+        live.kill()
+        live.wait()
+        for path in (stale, kept):
+            if os.path.exists(path):
+                os.unlink(path)

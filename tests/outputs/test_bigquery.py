@@ -148,7 +148,7 @@ def test_rejected_row_is_counted_and_the_others_stored(emulator, client, dataset
                         bigquery_endpoint=emulator, spool_dir=str(tmp_path / "spool"))
     counters = {"sent": 0, "rejected": 0, "spooled": 0, "spool_dropped": 0}
     reports = []
-    sink = BigQuerySink(settings, reports.append, counters)
+    sink = BigQuerySink(settings, lambda text, level="warning": reports.append(text), counters)
     rows = [row_of(r) for r in records]
     rows[1]["src_port"] = "not a number"
     assert sink._send(rows)

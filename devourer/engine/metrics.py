@@ -1,0 +1,176 @@
+"""Prometheus metrics (``--metrics-port``), served by the supervisor.
+
+Every process already keeps its counters in the shared counter segment
+(``engine.topology``); a scrape reads them there, so serving metrics costs
+the engine nothing between scrapes and no process but the supervisor knows
+about HTTP. The socket is bound before the supervisor drops root (``--user``), the
+server thread started after the children are forked (a fork copies only the
+forking thread).
+"""
+
+import socket
+import socketserver
+import threading
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+
+from devourer import __version__
+from devourer.errors import SourceError
+from devourer.flow import table as T
+from devourer.packet import layout as L
+from devourer.procs import exporter as E
+from devourer.procs import resolver as RS
+
+# capture counters that name what happened to a packet that is not in a flow
+DISCARDED = {"non_ip": L.C_NON_IP, "malformed": L.C_MALFORMED, "unmatched_fragment": L.C_FRAG_UNMATCHED,
+             "filtered": L.C_FILTERED}
+
+
+class EngineCollector:
+    """Reads the engine's shared counters at each scrape."""
+
+    def __init__(self, topo, settings):
+        self.topo = topo
+        self.settings = settings
+
+    def collect(self):
+        topo, c = self.topo, self.topo.capture_counters
+        info = InfoMetricFamily("devourer", "devourer's version and this sensor")
+        info.add_metric([], {"version": __version__, "sensor": self.settings.sensor_id,
+                             "mode": "live" if self.settings.live else "replay"})
+        yield info
+        yield _counter("devourer_packets_read", "packets read from libpcap (or the files)",
+                       int(c[L.C_READ]) + int(c[L.C_FILTERED]))
+        yield _counter("devourer_bytes_read", "wire bytes of the packets read", int(c[L.C_BYTES]))
+        discarded = CounterMetricFamily("devourer_packets_discarded", "packets read that are in no flow, by reason",
+                                        labels=["reason"])
+        for reason, at in DISCARDED.items():
+            discarded.add_metric([reason], int(c[at]))
+        yield discarded
+        dropped = CounterMetricFamily("devourer_packets_dropped", "packets lost, by stage: the kernel before "
+                                      "libpcap read them (not in packets_read), a full worker ring (live), a full "
+                                      "resolver ring (name packets, live; still counted in their flows)",
+                                      labels=["stage"])
+        dropped.add_metric(["kernel"], int(c[L.C_KERNEL_DROPPED]))
+        dropped.add_metric(["ring"], int(c[L.C_RING_DROPPED]))
+        dropped.add_metric(["resolver_ring"], int(c[L.C_NAME_DROPPED]))
+        yield dropped
+        yield _gauge("devourer_packet_time_seconds", "capture clock: the latest packet time seen",
+                     int(c[L.C_CLOCK_US]) / 1e6)
+        yield _counter("devourer_input_bytes", "bytes of the capture files (or pipe) consumed",
+                       int(c[L.C_INPUT_BYTES]))
+        yield from self._workers()
+        yield from self._exporter()
+        r = topo.resolver_counters
+        yield _counter("devourer_name_packets", "name-resolution packets handed to the resolver",
+                       int(c[L.C_NAME_PACKETS]))
+        yield _counter("devourer_name_packets_parsed", "name packets the resolver handled", int(r[RS.R_PACKETS]))
+        yield _counter("devourer_name_packets_malformed", "name packets (or names in them) that could not be parsed",
+                       int(r[RS.R_MALFORMED]))
+        yield _counter("devourer_name_observations", "names learned (address or MAC, name)",
+                       int(r[RS.R_OBSERVATIONS]))
+
+    def _workers(self):
+        topo = self.topo
+        per_worker = {
+            "devourer_worker_packets": ("packets counted in flows", T.K_PACKETS, CounterMetricFamily),
+            "devourer_worker_bytes": ("wire bytes counted in flows", T.K_BYTES, CounterMetricFamily),
+            "devourer_flows_created": ("flows started", T.K_FLOWS_CREATED, CounterMetricFamily),
+            "devourer_flows_evicted": ("flows written early because --max-flows was reached", T.K_EVICTED,
+                                       CounterMetricFamily),
+            "devourer_flows_active": ("flows in the table now", T.K_ACTIVE, GaugeMetricFamily),
+        }
+        for name, (doc, at, kind) in per_worker.items():
+            family = kind(name, doc, labels=["worker"])
+            for i, counters in enumerate(topo.worker_counters):
+                family.add_metric([str(i)], int(counters[at]))
+            yield family
+        ended = CounterMetricFamily("devourer_flows_ended", "flows ended, by reason", labels=["worker", "reason"])
+        for i, counters in enumerate(topo.worker_counters):
+            for reason, at in (("idle", T.K_EXPIRED_IDLE), ("active", T.K_EXPIRED_ACTIVE), ("shutdown", T.K_FLUSHED),
+                               ("evicted", T.K_EVICTED)):
+                ended.add_metric([str(i), reason], int(counters[at]))
+        yield ended
+        ring = GaugeMetricFamily("devourer_ring_pending", "packet records waiting in a worker's ring",
+                                 labels=["worker"])
+        ring_dropped = CounterMetricFamily("devourer_ring_dropped", "packets a full worker ring refused (live)",
+                                           labels=["worker"])
+        flow_ring = GaugeMetricFamily("devourer_flow_ring_pending", "expired flows waiting in a worker's flow ring "
+                                      "for the exporter (the exporter's queue)", labels=["worker"])
+        for i, (r, fr) in enumerate(zip(topo.rings, topo.flow_rings)):
+            ring.add_metric([str(i)], r.pending())
+            ring_dropped.add_metric([str(i)], r.dropped())
+            flow_ring.add_metric([str(i)], fr.pending())
+        yield ring
+        yield ring_dropped
+        yield flow_ring
+        if topo.name_ring is not None:
+            yield _gauge("devourer_resolver_ring_pending", "name packets waiting for the resolver",
+                         topo.name_ring.pending())
+
+    def _exporter(self):
+        e = self.topo.exporter_counters
+        yield _counter("devourer_flows_exported", "flow records written to the output", int(e[E.E_FLOWS_WRITTEN]))
+        yield _counter("devourer_flows_lost_at_output", "flow records the output could not take",
+                       int(e[E.E_WRITE_FAILED]))
+        yield _gauge("devourer_exporter_waiting_flows", "expired flows the exporter holds until the resolver has "
+                     "seen every name packet before their end", int(e[E.E_WAITING]))
+        yield _counter("devourer_names_evicted", "entries pushed out of the name map by --max-names",
+                       int(e[E.E_NAMES_EVICTED]))
+        if self.settings.output == "bigquery":
+            yield _counter("devourer_bigquery_rows_sent", "rows BigQuery took", int(e[E.E_BQ_SENT]))
+            yield _counter("devourer_bigquery_rows_rejected", "rows BigQuery refused", int(e[E.E_BQ_REJECTED]))
+            yield _gauge("devourer_bigquery_rows_spooled", "rows waiting in the spool", int(e[E.E_BQ_SPOOLED]))
+            yield _counter("devourer_bigquery_rows_spool_dropped", "rows lost because the spool was full",
+                           int(e[E.E_BQ_SPOOL_DROPPED]))
+
+
+def _counter(name: str, doc: str, value) -> CounterMetricFamily:
+    return CounterMetricFamily(name, doc, value=value)
+
+
+def _gauge(name: str, doc: str, value) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=value)
+
+
+class _Server(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format, *args):  # no line per scrape in devourer's log
+        pass
+
+
+def _family(address: str) -> int:
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
+class MetricsServer:
+    """The HTTP server: bound at once (a port in use is a one-line error before anything runs), serving from a
+    daemon thread of the supervisor once ``start`` hands it the engine's counters."""
+
+    def __init__(self, settings):
+        self.collector = EngineCollector(None, settings)
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(self.collector)
+        server_class = type("_Server", (_Server,), {"address_family": _family(settings.metrics_address)})
+        try:
+            self.server = make_server(settings.metrics_address, settings.metrics_port, make_wsgi_app(registry),
+                                      server_class, _Quiet)
+        except OSError as e:
+            raise SourceError(f"cannot listen on --metrics-port {settings.metrics_port} "
+                              f"(address {settings.metrics_address}): {e.strerror or e}") from None
+        self.thread = threading.Thread(target=self.server.serve_forever, name="metrics", daemon=True)
+
+    def start(self, topo) -> None:
+        self.collector.topo = topo
+        self.thread.start()
+
+    def close(self) -> None:
+        if self.thread.is_alive():
+            self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,98 @@
+"""devourer's log: one ``logging`` logger, written by the supervisor only.
+
+Children never write to stderr themselves: they send ``(role, level, text)``
+to the supervisor (``engine.topology`` reports queue), which logs it with the
+child's role, so lines of different processes cannot interleave mid-line.
+
+Two formats (``--log-format``):
+
+* ``console`` -- ``devourer: [error: |warning: ]text`` for the supervisor's own
+  lines, ``devourer: role: text`` for a child's.
+* ``json`` -- one object per line: ``time`` (UTC, ISO 8601), ``level``,
+  ``role``, ``pid``, ``message``, plus the structured fields of the line (the
+  counters of a stats or summary line), for log shippers.
+
+The destination (``--log-output``) is stderr or a file, appended to and
+reopened when logrotate moves it (``WatchedFileHandler``). Nothing logs per
+packet: the busiest lines are the periodic stats.
+"""
+
+import datetime
+import logging
+import logging.handlers
+import os
+import sys
+
+import orjson
+
+LOGGER_NAME = "devourer"
+LEVELS = ("debug", "info", "warning", "error")
+FORMATS = ("console", "json")
+SUPERVISOR = "supervisor"
+
+log = logging.getLogger(LOGGER_NAME)
+
+
+class ConsoleFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        role = getattr(record, "role", SUPERVISOR)
+        parts = ["devourer:"]
+        if role != SUPERVISOR:
+            parts.append(f"{role}:")  # a child's lines say who speaks; what went wrong is in the text
+        elif record.levelno >= logging.ERROR:
+            parts.append("error:")
+        elif record.levelno >= logging.WARNING:
+            parts.append("warning:")
+        parts.append(record.getMessage())
+        return " ".join(parts)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = datetime.datetime.fromtimestamp(record.created, datetime.UTC)
+        entry = {
+            "time": stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "role": getattr(record, "role", SUPERVISOR),
+            "pid": getattr(record, "role_pid", record.process),
+            "message": record.getMessage(),
+        }
+        entry.update(getattr(record, "fields", None) or {})
+        return orjson.dumps(entry, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def configure(level: str = "info", fmt: str = "console", output: str = "stderr") -> logging.Handler:
+    """Set the logger up (again); returns its handler. ``output``: 'stderr' or a file path.
+
+    Raises OSError when the file cannot be opened."""
+    if output in ("stderr", "-"):
+        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+    else:
+        handler = logging.handlers.WatchedFileHandler(output, encoding="utf-8")
+        os.chmod(output, 0o640)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else ConsoleFormatter())
+    for old in list(log.handlers):
+        log.removeHandler(old)
+        old.close()
+    log.addHandler(handler)
+    log.setLevel(level.upper())
+    log.propagate = False
+    return handler
+
+
+def emit(level: str, text: str, role: str = SUPERVISOR, pid: int | None = None, **fields) -> None:
+    """Log one line; ``fields`` go into the JSON object (ignored by the console format)."""
+    extra = {"role": role, "fields": fields}
+    if pid is not None:
+        extra["role_pid"] = pid
+    log.log(logging.getLevelName(level.upper()), text, extra=extra)
+
+
+def files() -> list[str]:
+    """The log files written (for --user, which hands them over)."""
+    return [h.baseFilename for h in log.handlers if isinstance(h, logging.FileHandler)]
+
+
+def logs_to_stderr() -> bool:
+    return any(isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) is sys.stderr
+               and not isinstance(h, logging.FileHandler) for h in log.handlers)
