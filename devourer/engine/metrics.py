@@ -21,6 +21,7 @@ from devourer.errors import SourceError
 from devourer.flow import table as T
 from devourer.packet import layout as L
 from devourer.procs import exporter as E
+from devourer.procs.common import CTL_FLOWS_LOST, CTL_RESTARTS
 from devourer.procs import resolver as RS
 
 # capture counters that name what happened to a packet that is not in a flow
@@ -61,6 +62,10 @@ class EngineCollector:
                      int(c[L.C_CLOCK_US]) / 1e6)
         yield _counter("devourer_input_bytes", "bytes of the capture files (or pipe) consumed",
                        int(c[L.C_INPUT_BYTES]))
+        yield _counter("devourer_worker_restarts", "worker processes that died and were restarted (live)",
+                       int(topo.control[CTL_RESTARTS]))
+        yield _counter("devourer_flows_lost_with_workers", "flows held by workers that died (live)",
+                       int(topo.control[CTL_FLOWS_LOST]))
         yield from self._workers()
         yield from self._exporter()
         r = topo.resolver_counters

@@ -30,7 +30,7 @@ from devourer.ipc import wire
 from devourer.outputs import check_output, open_sink
 from devourer.packet import layout as L
 from devourer.procs import capture as capture_proc
-from devourer.procs.common import CTL_ABORT, CTL_STOP, become_child
+from devourer.procs.common import CTL_ABORT, CTL_FLOWS_LOST, CTL_RESTARTS, CTL_STOP, become_child
 from devourer.names.table import NameTable
 from devourer.procs.exporter import (E_BQ_REJECTED, E_BQ_SENT, E_BQ_SPOOL_DROPPED, E_BQ_SPOOLED, E_FLOWS_WRITTEN,
                                      E_NAMES_EVICTED, E_WRITE_FAILED, SINK_COUNTERS, CounterView, ExporterLoop)
@@ -40,6 +40,8 @@ from devourer.privileges import drop_to
 from devourer.settings import Settings
 
 TICK_S = 0.1
+MAX_RESTARTS = 5  # restarts of one worker within RESTART_WINDOW_S before the run gives up (no crash loop)
+RESTART_WINDOW_S = 60.0
 
 
 def _warm_up() -> None:
@@ -84,6 +86,7 @@ class Supervisor:
         self.last_nudge = 0.0
         self.damaged = False
         self.failed = False
+        self.restarts: dict[str, list[float]] = {}
         self.progress: ProgressBar | None = None
         self.metrics: MetricsServer | None = None
 
@@ -157,6 +160,7 @@ class Supervisor:
             topo.reports.join_thread()
             os._exit(code)
 
+        self._worker_main = worker_main
         self.children["exporter"] = ctx.Process(target=exporter_main, name="devourer-exporter")
         for i in range(topo.n_workers):
             self.children[f"worker {i}"] = ctx.Process(target=worker_main, args=(i,), name=f"devourer-worker-{i}")
@@ -202,6 +206,8 @@ class Supervisor:
             if code == 0:
                 continue
             how = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
+            if self._carry_on_without(topo, role, p.pid, how):
+                continue
             self._say(f"{role} (pid {p.pid}) {how}")
             self.failed = True
             if role.startswith("worker"):
@@ -209,6 +215,40 @@ class Supervisor:
             elif role == "resolver":
                 topo.export_queue.put(wire.lost(topo.resolver_id))
             self._abort(topo)
+
+    def _carry_on_without(self, topo: Topology, role: str, pid: int, how: str) -> bool:
+        """Live capture outlives a dead worker (restarted at once; the flows it held are lost and counted) and a
+        dead resolver (flows go on without new names; name packets are dropped and counted). True if handled.
+
+        A resolver is not restarted: it may have died inside a write to the queue it shares with the exporter,
+        which a new writer could not safely continue. Replays never carry on: their records must be whole."""
+        if not self.settings.live or self.stopping_since is not None:
+            return False
+        if role.startswith("worker"):
+            now = time.monotonic()
+            recent = [t for t in self.restarts.get(role, []) if now - t < RESTART_WINDOW_S]
+            if len(recent) >= MAX_RESTARTS:
+                self._say(f"{role} died {MAX_RESTARTS + 1} times in {RESTART_WINDOW_S:g}s; giving up")
+                return False
+            self.restarts[role] = [*recent, now]
+            i = int(role.split()[1])
+            counters = topo.worker_counters[i]
+            lost = int(counters[T.K_ACTIVE])
+            counters[T.K_ACTIVE] = 0  # the dead worker's region; its successor counts from here
+            topo.control[CTL_FLOWS_LOST] += lost
+            topo.control[CTL_RESTARTS] += 1
+            fresh = topo.ctx.Process(target=self._worker_main, args=(i,), name=f"devourer-worker-{i}")
+            fresh.start()
+            self.children[role] = fresh
+            self._say(f"{role} (pid {pid}) {how}; restarted as pid {fresh.pid}; the {lost:,} flows it held are lost "
+                      "(counted)")
+            return True
+        if role == "resolver":
+            topo.export_queue.put(wire.lost(topo.resolver_id))  # the exporter stops waiting for names
+            self._say(f"resolver (pid {pid}) {how}; capture goes on without new names (name packets are dropped "
+                      "and counted)")
+            return True
+        return False
 
     def _drain_reports(self, topo: Topology) -> None:
         while True:
@@ -249,6 +289,10 @@ class Supervisor:
             "bq_rejected": int(topo.exporter_counters[E_BQ_REJECTED]),
             "bq_spooled": int(topo.exporter_counters[E_BQ_SPOOLED]),
             "bq_spool_dropped": int(topo.exporter_counters[E_BQ_SPOOL_DROPPED]),
+            "restarts": int(topo.control[CTL_RESTARTS]),
+            "flows_lost": int(topo.control[CTL_FLOWS_LOST]),
+            # packets a dead worker took from its ring but had not counted (meaningful once the rings are drained)
+            "packets_lost": max(0, int(c[L.C_DISPATCHED]) - packets_in_flows) if topo.control[CTL_RESTARTS] else 0,
         }
 
     def _stats_line(self, prev: dict, now: dict, dt: float) -> str:
@@ -271,8 +315,12 @@ class Supervisor:
         return (f"summary: {t['read']:,} packets read = {t['in_flows']:,} in flows + "
                 f"{t['non_ip']:,} non-IP + {t['malformed']:,} malformed + "
                 f"{t['unmatched_fragments']:,} unmatched fragments + {t['filtered']:,} filtered + "
-                f"{t['ring_dropped']:,} dropped; {t['flows_written']:,} flows written "
-                f"({t['evicted']:,} evicted early, {t['exporter_dropped']:,} lost at the output); "
+                f"{t['ring_dropped']:,} dropped"
+                + (f" + {t['packets_lost']:,} lost with dead workers" if t["restarts"] else "")
+                + f"; {t['flows_written']:,} flows written "
+                f"({t['evicted']:,} evicted early, {t['exporter_dropped']:,} lost at the output"
+                + (f", {t['flows_lost']:,} lost with {t['restarts']} restarted workers" if t["restarts"] else "")
+                + "); "
                 f"kernel dropped {t['kernel_dropped']:,}; names: {t['name_packets']:,} packets, "
                 f"{t['name_observations']:,} observations, {t['name_malformed']:,} malformed, "
                 f"{t['name_dropped']:,} dropped, {t['names_evicted']:,} evicted from the name map"

@@ -10,6 +10,8 @@ import signal
 # control words (a SharedCounters region written by the supervisor only)
 CTL_STOP = 0  # orderly stop: capture stops reading, everyone drains
 CTL_ABORT = 1  # a process died: stop waiting for space or peers
+CTL_FLOWS_LOST = 2  # flows held by workers that died (live mode restarts them)
+CTL_RESTARTS = 3  # worker processes restarted (live mode)
 N_CONTROL = 4
 
 

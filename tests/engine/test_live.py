@@ -7,6 +7,7 @@ through devourer must give the same flows as the live run.
 """
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -210,3 +211,53 @@ def test_unprivileged_live_capture_with_permitted_capabilities(veth, tmp_path):
             (NS_ADDR, HOST_ADDR, 3)]
     finally:
         shutil.rmtree(shared, ignore_errors=True)
+
+
+def _pid_of(parent: int, comm: str) -> int | None:
+    return next((pid for pid, name in children_of(parent).items() if name == comm), None)
+
+
+@pytest.mark.parametrize("victim", ["dvr-worker-0", "dvr-resolver"])
+def test_live_capture_outlives_a_killed_worker_or_resolver(veth, tmp_path, victim, no_shm_leftovers):
+    ns, iface = veth
+    out = tmp_path / "live.jsonl"
+    proc = subprocess.Popen([*DEVOURER, "capture", "-i", iface, "--workers", "2", "-o", "file", "-w", str(out)],
+                            stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        deadline = time.monotonic() + 60
+        while _pid_of(proc.pid, "dvr-capture") is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.5)
+        _traffic(ns)
+        time.sleep(0.5)
+        old = _pid_of(proc.pid, victim)
+        os.kill(old, signal.SIGKILL)
+        killed_at = time.monotonic()
+        if victim == "dvr-worker-0":  # a new worker within a second
+            while (_pid_of(proc.pid, victim) in (None, old)) and time.monotonic() - killed_at < 1.0:
+                time.sleep(0.02)
+            assert _pid_of(proc.pid, victim) not in (None, old)
+        time.sleep(0.5)
+        _traffic(ns)  # capture goes on: the second round's flows are written
+        time.sleep(1.0)
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=60)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    said = [x for x in err.splitlines() if f"(pid {old}) killed by signal 9" in x]
+    assert len(said) == 1, err
+    records = parse_records(out.read_text())
+    tcp = [r for r in records if r["protocol"] == "tcp" and r["dst"]["port"] == TCP_PORT]
+    assert len(tcp) >= 1
+    summary = [x for x in err.splitlines() if "summary:" in x][-1].split("; names:")[0]
+    numbers = [int(x.replace(",", "")) for x in re.findall(
+        r"([\d,]+) (?:packets read|in flows|non-IP|malformed|unmatched fragments|filtered|dropped|lost with dead)",
+        summary)]
+    assert numbers[0] == sum(numbers[1:]), summary  # every packet read is accounted for
+    if victim == "dvr-worker-0":
+        assert "restarted as pid" in said[0] and "restarted workers" in summary
+    else:
+        assert "without new names" in said[0]
