@@ -193,11 +193,16 @@ def test_unprivileged_live_capture_with_permitted_capabilities(veth, tmp_path):
         if subprocess.run([*as_nobody, "version"], capture_output=True).returncode != 0:
             pytest.skip("user nobody cannot read this checkout")
         out = os.path.join(shared, "flows.jsonl")
+        # nobody cannot write numba's cache beside the checkout: give it one (else it compiles at every start)
+        env = {**os.environ, "NUMBA_CACHE_DIR": os.path.join(shared, "numba-cache")}
         proc = subprocess.Popen([*as_nobody, "capture", "-i", iface, "--workers", "1", "-o", "file", "-w", out],
-                                stderr=subprocess.PIPE, text=True)
+                                stderr=subprocess.PIPE, text=True, env=env)
         try:
-            time.sleep(3)  # numba's cache and the capture handle
-            assert proc.poll() is None, proc.stderr.read()
+            deadline = time.monotonic() + 180
+            while _pid_of(proc.pid, "dvr-capture") is None and time.monotonic() < deadline:
+                assert proc.poll() is None, proc.stderr.read()
+                time.sleep(0.1)
+            time.sleep(1.5)  # the capture handle is active
             subprocess.run(["ip", "netns", "exec", ns, "ping", "-c", "3", "-i", "0.2", HOST_ADDR], check=True,
                            capture_output=True, timeout=30)
             time.sleep(0.5)
