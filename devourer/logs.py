@@ -68,8 +68,8 @@ def configure(level: str = "info", fmt: str = "console", output: str = "stderr")
     if output in ("stderr", "-"):
         handler: logging.Handler = logging.StreamHandler(sys.stderr)
     else:
+        os.close(os.open(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640))  # a new log file is not world-readable
         handler = logging.handlers.WatchedFileHandler(output, encoding="utf-8")
-        os.chmod(output, 0o640)
     handler.setFormatter(JsonFormatter() if fmt == "json" else ConsoleFormatter())
     for old in list(log.handlers):
         log.removeHandler(old)

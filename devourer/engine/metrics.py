@@ -14,15 +14,19 @@ import threading
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+)
 
 from devourer import __version__
 from devourer.errors import SourceError
 from devourer.flow import table as T
 from devourer.packet import layout as L
 from devourer.procs import exporter as E
-from devourer.procs.common import CTL_FLOWS_LOST, CTL_RESTARTS
 from devourer.procs import resolver as RS
+from devourer.procs.common import CTL_FLOWS_LOST, CTL_RESTARTS
 
 # capture counters that name what happened to a packet that is not in a flow
 DISCARDED = {"non_ip": L.C_NON_IP, "malformed": L.C_MALFORMED, "unmatched_fragment": L.C_FRAG_UNMATCHED,

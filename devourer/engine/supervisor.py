@@ -13,11 +13,11 @@ written), EXIT_FAILURE when a child died or the output failed.
 
 import dataclasses
 import os
-
-import multiprocess.connection
 import queue as queue_mod
 import signal
 import time
+
+import multiprocess.connection
 
 from devourer import logs
 from devourer.engine import progress
@@ -27,16 +27,32 @@ from devourer.engine.topology import Topology, remove_stale_segments
 from devourer.errors import EXIT_DAMAGED, EXIT_FAILURE, EXIT_OK, SourceError, UsageError
 from devourer.flow import table as T
 from devourer.ipc import wire
+from devourer.names.table import NameTable
 from devourer.outputs import check_output, open_sink
 from devourer.packet import layout as L
+from devourer.privileges import drop_to
 from devourer.procs import capture as capture_proc
-from devourer.procs.common import CTL_ABORT, CTL_FLOWS_LOST, CTL_RESTARTS, CTL_STOP, become_child
-from devourer.names.table import NameTable
-from devourer.procs.exporter import (E_BQ_REJECTED, E_BQ_SENT, E_BQ_SPOOL_DROPPED, E_BQ_SPOOLED, E_FLOWS_WRITTEN,
-                                     E_NAMES_EVICTED, E_WRITE_FAILED, SINK_COUNTERS, CounterView, ExporterLoop)
+from devourer.procs.common import (
+    CTL_ABORT,
+    CTL_FLOWS_LOST,
+    CTL_RESTARTS,
+    CTL_STOP,
+    become_child,
+)
+from devourer.procs.exporter import (
+    E_BQ_REJECTED,
+    E_BQ_SENT,
+    E_BQ_SPOOL_DROPPED,
+    E_BQ_SPOOLED,
+    E_FLOWS_WRITTEN,
+    E_NAMES_EVICTED,
+    E_WRITE_FAILED,
+    SINK_COUNTERS,
+    CounterView,
+    ExporterLoop,
+)
 from devourer.procs.resolver import R_MALFORMED, R_OBSERVATIONS, ResolverLoop
 from devourer.procs.worker import WorkerLoop
-from devourer.privileges import drop_to
 from devourer.settings import Settings
 
 TICK_S = 0.1
