@@ -32,25 +32,11 @@ from devourer.outputs import check_output, open_sink
 from devourer.packet import layout as L
 from devourer.privileges import drop_to
 from devourer.procs import capture as capture_proc
-from devourer.procs.common import (
-    CTL_ABORT,
-    CTL_FLOWS_LOST,
-    CTL_RESTARTS,
-    CTL_STOP,
-    become_child,
-)
-from devourer.procs.exporter import (
-    E_BQ_REJECTED,
-    E_BQ_SENT,
-    E_BQ_SPOOL_DROPPED,
-    E_BQ_SPOOLED,
-    E_FLOWS_WRITTEN,
-    E_NAMES_EVICTED,
-    E_WRITE_FAILED,
-    SINK_COUNTERS,
-    CounterView,
-    ExporterLoop,
-)
+from devourer.procs.common import (CTL_ABORT, CTL_EXPORTER_GEN, CTL_FLOWS_LOST, CTL_RESTARTS, CTL_STOP,
+                                   become_child)
+from devourer.procs.exporter import (E_BQ_REJECTED, E_BQ_SENT, E_BQ_SPOOL_DROPPED, E_BQ_SPOOLED, E_FLOWS_WRITTEN,
+                                     E_NAMES_EVICTED, E_WAITING, E_WRITE_FAILED, SINK_COUNTERS, CounterView,
+                                     ExporterLoop)
 from devourer.procs.resolver import R_MALFORMED, R_OBSERVATIONS, ResolverLoop
 from devourer.procs.worker import WorkerLoop
 from devourer.settings import Settings
@@ -103,6 +89,7 @@ class Supervisor:
         self.damaged = False
         self.failed = False
         self.restarts: dict[str, list[float]] = {}
+        self.resolver_lost = False
         self.progress: ProgressBar | None = None
         self.metrics: MetricsServer | None = None
 
@@ -153,9 +140,13 @@ class Supervisor:
 
         def resolver_main():
             parent = become_child("resolver")
-            loop = ResolverLoop(topo.name_ring, topo.export_queue, topo.resolver_counters, parent, topo.resolver_id)
+            loop = ResolverLoop(topo.name_ring, lambda: topo.export_queue, topo.resolver_counters, parent,
+                                topo.resolver_id)
             code = loop.run()
-            topo.export_queue.close()
+            for q in topo.export_queues:  # flush to the current exporter; what a dead one left is abandoned
+                q.close()
+                if q is not topo.export_queue:
+                    q.cancel_join_thread()
             topo.export_queue.join_thread()
             os._exit(code)
 
@@ -176,7 +167,7 @@ class Supervisor:
             topo.reports.join_thread()
             os._exit(code)
 
-        self._worker_main = worker_main
+        self._worker_main, self._exporter_main = worker_main, exporter_main
         self.children["exporter"] = ctx.Process(target=exporter_main, name="devourer-exporter")
         for i in range(topo.n_workers):
             self.children[f"worker {i}"] = ctx.Process(target=worker_main, args=(i,), name=f"devourer-worker-{i}")
@@ -233,8 +224,9 @@ class Supervisor:
             self._abort(topo)
 
     def _carry_on_without(self, topo: Topology, role: str, pid: int, how: str) -> bool:
-        """Live capture outlives a dead worker (restarted at once; the flows it held are lost and counted) and a
-        dead resolver (flows go on without new names; name packets are dropped and counted). True if handled.
+        """Live capture outlives a dead worker (restarted at once; the flows it held are lost and counted), a dead
+        exporter (restarted on a new queue; nothing lost) and a dead resolver (flows go on without new names; name
+        packets are dropped and counted). True if handled.
 
         A resolver is not restarted: it may have died inside a write to the queue it shares with the exporter,
         which a new writer could not safely continue. Replays never carry on: their records must be whole."""
@@ -259,12 +251,33 @@ class Supervisor:
             self._say(f"{role} (pid {pid}) {how}; restarted as pid {fresh.pid}; the {lost:,} flows it held are lost "
                       "(counted)")
             return True
+        if role == "exporter":
+            return self._restart_exporter(topo, pid, how)
         if role == "resolver":
+            self.resolver_lost = True
             topo.export_queue.put(wire.lost(topo.resolver_id))  # the exporter stops waiting for names
             self._say(f"resolver (pid {pid}) {how}; capture goes on without new names (name packets are dropped "
                       "and counted)")
             return True
         return False
+
+    def _restart_exporter(self, topo: Topology, pid: int, how: str) -> bool:
+        """A new exporter on the next queue. The rows the dead one held were still in the flow rings (they are
+        freed only once written, sent or spooled), so none is lost; a row written just before the death may be
+        written again (same id). The names learned so far are lost: the new one learns them anew."""
+        if topo.exporter_generation + 1 >= len(topo.export_queues):
+            self._say(f"exporter (pid {pid}) {how}; restarted {len(topo.export_queues) - 1} times already: giving up")
+            return False
+        topo.control[CTL_EXPORTER_GEN] += 1  # also the count of exporter restarts
+        topo.exporter_counters[E_WAITING] = 0  # the successor counts what it holds itself
+        if self.resolver_lost:
+            topo.export_queue.put(wire.lost(topo.resolver_id))
+        fresh = topo.ctx.Process(target=self._exporter_main, name="devourer-exporter")
+        fresh.start()
+        self.children["exporter"] = fresh
+        self._say(f"exporter (pid {pid}) {how}; restarted as pid {fresh.pid}; the flows it held are written by the "
+                  "new one (a few may be written twice, with the same id); names are learned anew")
+        return True
 
     def _drain_reports(self, topo: Topology) -> None:
         while True:
@@ -380,10 +393,10 @@ class Supervisor:
         if settings.metrics_port:
             self.metrics = MetricsServer(settings)
         _warm_up()
-        settings = self.settings = self._drop_privileges(settings)
-        if stale := remove_stale_segments():
-            self._say(f"removed {len(stale)} shared-memory segments left by a killed run "
+        if stale := remove_stale_segments():  # before --user: a dead root run's segments are root's
+            self._say(f"removed {len(stale)} shared-memory segment(s) left by a killed run "
                       f"(/dev/shm/{stale[0]}{', ...' if len(stale) > 1 else ''})", "warning")
+        settings = self.settings = self._drop_privileges(settings)
         topo = Topology(settings)
         self._install_signals()
         try:

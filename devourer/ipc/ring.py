@@ -153,18 +153,28 @@ class Ring(_Segment):
         return int(self._hdr[H_HEAD] - self._hdr[H_TAIL])
 
     def read_into(self, out: np.ndarray) -> int:
-        """Copy up to len(out) slots into out; returns how many."""
-        tail = int(self._hdr[H_TAIL])
-        n = min(int(self._hdr[H_HEAD]) - tail, out.shape[0])
+        """Copy up to len(out) slots into out and free them; returns how many."""
+        n = self.peek_into(out)
+        if n:
+            self.release(n)  # after the copy
+        return n
+
+    def peek_into(self, out: np.ndarray, skip: int = 0) -> int:
+        """Copy up to len(out) slots, starting ``skip`` slots after the oldest, without freeing them."""
+        start = int(self._hdr[H_TAIL]) + skip
+        n = min(int(self._hdr[H_HEAD]) - start, out.shape[0])
         if n <= 0:
             return 0
-        at = tail & self._mask
+        at = start & self._mask
         first = min(n, self.capacity - at)
         out[:first] = self._data[at:at + first]
         if first < n:
             out[first:n] = self._data[: n - first]
-        self._hdr[H_TAIL] = tail + n  # release after the copy
         return n
+
+    def release(self, n: int) -> None:
+        """Free the n oldest slots (the consumer is done with them)."""
+        self._hdr[H_TAIL] = int(self._hdr[H_TAIL]) + n
 
 
 class SharedCounters(_Segment):

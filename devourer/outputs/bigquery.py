@@ -187,6 +187,10 @@ class BigQuerySink:
     def flush(self) -> None:
         pass  # batches leave by size here, by time in tick()
 
+    def unsettled(self) -> int:
+        """Rows taken but neither sent nor spooled yet (held in memory): the oldest rows handed over last."""
+        return len(self.pending)
+
     def tick(self) -> None:
         now = self.clock()
         if self.pending and now - self.last_flush >= self.settings.bigquery_flush_interval_s:

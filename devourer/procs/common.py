@@ -12,7 +12,8 @@ CTL_STOP = 0  # orderly stop: capture stops reading, everyone drains
 CTL_ABORT = 1  # a process died: stop waiting for space or peers
 CTL_FLOWS_LOST = 2  # flows held by workers that died (live mode restarts them)
 CTL_RESTARTS = 3  # worker processes restarted (live mode)
-N_CONTROL = 4
+CTL_EXPORTER_GEN = 4  # exporter restarts so far = which export queue the exporter now reads
+N_CONTROL = 8
 
 
 PR_SET_PDEATHSIG = 1

@@ -51,6 +51,15 @@ class CounterView:
         self.array[self.names[name]] = value
 
 
+class _Taken:
+    """Rows read from one flow ring in one go; freed there once settled (the output has them for good)."""
+
+    __slots__ = ("ring", "count", "settled")
+
+    def __init__(self, ring: int, count: int):
+        self.ring, self.count, self.settled = ring, count, False
+
+
 class ExporterLoop:
     def __init__(self, sink, sensor: str, in_queue, flow_rings, counters, parent_pid: int, report,
                  names: NameTable | None = None, resolver_id: int | None = None):
@@ -70,11 +79,22 @@ class ExporterLoop:
             self.watermark = -1
         else:
             self.watermark = WATERMARK_DONE
-        self.held: collections.deque = collections.deque()  # flow batches waiting for the watermark
+        self.held: collections.deque = collections.deque()  # (last packet time, rows, _Taken) awaiting the watermark
+        # Rows stay in their flow ring until the output has them for good (written, sent or spooled), so an
+        # exporter that dies loses none: a successor reads them again. Per ring: slots read but not yet freed,
+        # and what was read, in ring order; and what the sink holds unsettled, in the order it got them.
+        self.peeked = [0] * len(self.flow_rings)
+        self.taken: list[collections.deque] = [collections.deque() for _ in self.flow_rings]
+        self.handed: collections.deque = collections.deque()
+        self.handed_rows = 0
 
-    def take_rows(self, rows: np.ndarray) -> None:
-        """Expired flow rows (k, FLOW_WORDS) from a worker: held until the watermark passes them."""
-        self.held.append((int(rows[:, R.F_LAST].max()), rows))
+    def take_rows(self, rows: np.ndarray, ring: int | None = None) -> None:
+        """Expired flow rows (k, FLOW_WORDS) from a worker('s flow ring): held until the watermark passes them."""
+        taken = None
+        if ring is not None:
+            taken = _Taken(ring, len(rows))
+            self.taken[ring].append(taken)
+        self.held.append((int(rows[:, R.F_LAST].max()), rows, taken))
         self.counters[E_WAITING] += len(rows)
         self._release()
 
@@ -95,13 +115,32 @@ class ExporterLoop:
 
     def _release(self) -> None:
         """Write every held batch whose flows all ended before the watermark."""
-        ready = [rows for last, rows in self.held if last <= self.watermark]
+        ready = [(rows, taken) for last, rows, taken in self.held if last <= self.watermark]
         if not ready:
             return
-        self.held = collections.deque((last, rows) for last, rows in self.held if last > self.watermark)
-        rows = np.concatenate(ready) if len(ready) > 1 else ready[0]
+        self.held = collections.deque(entry for entry in self.held if entry[0] > self.watermark)
+        rows = np.concatenate([r for r, _ in ready]) if len(ready) > 1 else ready[0][0]
         self.counters[E_WAITING] -= len(rows)
         self._write(rows)
+        for _, taken in ready:
+            if taken is not None:
+                self.handed.append(taken)
+                self.handed_rows += taken.count
+        self._settle()
+
+    def _settle(self) -> None:
+        """Free in the flow rings the rows the sink no longer holds in memory (after a failure: all; they are
+        counted as lost)."""
+        unsettled = 0 if self.failed else getattr(self.sink, "unsettled", lambda: 0)()
+        while self.handed and self.handed_rows - self.handed[0].count >= unsettled:
+            taken = self.handed.popleft()
+            self.handed_rows -= taken.count
+            taken.settled = True
+        for i, queue in enumerate(self.taken):
+            while queue and queue[0].settled:
+                taken = queue.popleft()
+                self.flow_rings[i].release(taken.count)
+                self.peeked[i] -= taken.count
 
     def _write(self, rows) -> None:
         if self.failed:
@@ -129,10 +168,11 @@ class ExporterLoop:
         got = False
         for i, ring in enumerate(self.flow_rings):
             closed = ring.closed()  # read first: once closed, what is in the ring is all there will be
-            while n := ring.read_into(slots):
-                self.take_rows(buf[:n].copy())
+            while n := ring.peek_into(slots, self.peeked[i]):
+                self.peeked[i] += n
+                self.take_rows(buf[:n].copy(), i)
                 got = True
-            if closed and i in self.waiting_for:
+            if closed and i in self.waiting_for and ring.pending() == self.peeked[i]:
                 self.waiting_for.discard(i)
         return got
 
@@ -156,6 +196,7 @@ class ExporterLoop:
             if hasattr(self.sink, "tick") and time.monotonic() - last_tick >= TICK_S:
                 # time-bound batches and spool replay go on, also while rows keep coming
                 self.sink.tick()
+                self._settle()
                 last_tick = time.monotonic()
             if got:
                 pause = 1e-4
@@ -169,6 +210,7 @@ class ExporterLoop:
         try:
             self.sink.flush()
             self.sink.close()
+            self._settle()
         except OSError as e:
             self.report(f"cannot write output: {e.strerror or e}", "error")
             self.failed = True

@@ -116,9 +116,12 @@ def decode_names(message: dict):
 
 
 class ResolverLoop:
+    """``out_queue``: the exporter's queue, or a callable giving the current one (the exporter may be restarted
+    with a new queue; what was sent to the old one is lost with it)."""
+
     def __init__(self, ring, out_queue, counters, parent_pid: int, resolver_id: int, batch_slots: int = 256):
         self.ring = ring
-        self.queue = out_queue
+        self.current_queue = out_queue if callable(out_queue) else (lambda: out_queue)
         self.core = NameExtractor(counters)
         self.parent_pid = parent_pid
         self.resolver_id = resolver_id
@@ -127,7 +130,8 @@ class ResolverLoop:
         self.sent_wm = -1
 
     def _send(self, message: bytes) -> bool:
-        return put_until(self.queue, message, lambda: orphaned(self.parent_pid))
+        queue = self.current_queue()
+        return put_until(queue, message, lambda: orphaned(self.parent_pid) or self.current_queue() is not queue)
 
     def _flush(self, watermark: int) -> None:
         if self.pending or watermark > self.sent_wm:

@@ -131,7 +131,7 @@ def test_segments_of_a_killed_run_are_removed_at_the_next_start(tmp_path):
         assert proc.returncode == 0
         assert not os.path.exists(stale) and os.path.exists(kept)
         (line,) = [x for x in proc.stderr.splitlines() if "left by a killed run" in x]
-        assert line.startswith("devourer: warning: removed 1 shared-memory segments") and stale in line
+        assert line.startswith("devourer: warning: removed 1 shared-memory segment(s)") and stale in line
     finally:
         live.kill()
         live.wait()
