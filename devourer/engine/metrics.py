@@ -22,7 +22,7 @@ from devourer.flow import table as T
 from devourer.packet import layout as L
 from devourer.procs import exporter as E
 from devourer.procs import resolver as RS
-from devourer.procs.common import CTL_EXPORTER_GEN, CTL_FLOWS_LOST, CTL_RESTARTS
+from devourer.procs.common import CTL_CHANNEL_GEN, CTL_FLOWS_LOST, CTL_RESTARTS
 
 # capture counters that name what happened to a packet that is not in a flow
 DISCARDED = {"non_ip": L.C_NON_IP, "malformed": L.C_MALFORMED, "unmatched_fragment": L.C_FRAG_UNMATCHED,
@@ -64,8 +64,8 @@ class EngineCollector:
                        int(c[L.C_INPUT_BYTES]))
         yield _counter("devourer_worker_restarts", "worker processes that died and were restarted (live)",
                        int(topo.control[CTL_RESTARTS]))
-        yield _counter("devourer_exporter_restarts", "exporter processes that died and were restarted (live)",
-                       int(topo.control[CTL_EXPORTER_GEN]))
+        yield _counter("devourer_exporter_resolver_restarts", "exporter and resolver processes that died and were "
+                       "restarted (live)", int(topo.control[CTL_CHANNEL_GEN]))
         yield _counter("devourer_flows_lost_with_workers", "flows held by workers that died (live)",
                        int(topo.control[CTL_FLOWS_LOST]))
         yield from self._workers()

@@ -32,7 +32,7 @@ from devourer.outputs import check_output, open_sink
 from devourer.packet import layout as L
 from devourer.privileges import drop_to
 from devourer.procs import capture as capture_proc
-from devourer.procs.common import (CTL_ABORT, CTL_EXPORTER_GEN, CTL_FLOWS_LOST, CTL_RESTARTS, CTL_STOP,
+from devourer.procs.common import (CTL_ABORT, CTL_CHANNEL_GEN, CTL_FLOWS_LOST, CTL_RESTARTS, CTL_STOP,
                                    become_child)
 from devourer.procs.exporter import (E_BQ_REJECTED, E_BQ_SENT, E_BQ_SPOOL_DROPPED, E_BQ_SPOOLED, E_FLOWS_WRITTEN,
                                      E_NAMES_EVICTED, E_WAITING, E_WRITE_FAILED, SINK_COUNTERS, CounterView,
@@ -124,8 +124,9 @@ class Supervisor:
             parent = become_child("exporter")
             sink = open_sink(settings, reporter("exporter"), CounterView(topo.exporter_counters, SINK_COUNTERS))
             names = NameTable(settings.max_names, settings.name_lifetime_s) if settings.resolve_names else None
-            loop = ExporterLoop(sink, settings.sensor_id, topo.export_queue, topo.flow_rings,
-                                topo.exporter_counters, parent, reporter("exporter"), names, topo.resolver_id)
+            loop = ExporterLoop(sink, settings.sensor_id, lambda: topo.export_queue, topo.flow_rings,
+                                topo.exporter_counters, parent, reporter("exporter"), names, topo.resolver_id,
+                                keep_going=settings.live and settings.output == "file")
             code = loop.run()
             for q in (topo.export_queue, topo.reports):  # os._exit skips the queues' feeder threads
                 q.close()
@@ -167,7 +168,8 @@ class Supervisor:
             topo.reports.join_thread()
             os._exit(code)
 
-        self._worker_main, self._exporter_main = worker_main, exporter_main
+        self._mains = {"exporter": exporter_main, "resolver": resolver_main}
+        self._worker_main = worker_main
         self.children["exporter"] = ctx.Process(target=exporter_main, name="devourer-exporter")
         for i in range(topo.n_workers):
             self.children[f"worker {i}"] = ctx.Process(target=worker_main, args=(i,), name=f"devourer-worker-{i}")
@@ -224,12 +226,10 @@ class Supervisor:
             self._abort(topo)
 
     def _carry_on_without(self, topo: Topology, role: str, pid: int, how: str) -> bool:
-        """Live capture outlives a dead worker (restarted at once; the flows it held are lost and counted), a dead
-        exporter (restarted on a new queue; nothing lost) and a dead resolver (flows go on without new names; name
-        packets are dropped and counted). True if handled.
-
-        A resolver is not restarted: it may have died inside a write to the queue it shares with the exporter,
-        which a new writer could not safely continue. Replays never carry on: their records must be whole."""
+        """Live capture outlives a dead worker (restarted at once; the flows it held are lost and counted), and a
+        dead exporter or resolver (restarted on a new export queue). When the restarts are used up, a dead
+        resolver still leaves capture running, without new names. True if handled. Replays never carry on:
+        their records must be whole."""
         if not self.settings.live or self.stopping_since is not None:
             return False
         if role.startswith("worker"):
@@ -251,8 +251,8 @@ class Supervisor:
             self._say(f"{role} (pid {pid}) {how}; restarted as pid {fresh.pid}; the {lost:,} flows it held are lost "
                       "(counted)")
             return True
-        if role == "exporter":
-            return self._restart_exporter(topo, pid, how)
+        if role in ("exporter", "resolver") and self._restart_on_new_channel(topo, role, pid, how):
+            return True
         if role == "resolver":
             self.resolver_lost = True
             topo.export_queue.put(wire.lost(topo.resolver_id))  # the exporter stops waiting for names
@@ -261,22 +261,27 @@ class Supervisor:
             return True
         return False
 
-    def _restart_exporter(self, topo: Topology, pid: int, how: str) -> bool:
-        """A new exporter on the next queue. The rows the dead one held were still in the flow rings (they are
-        freed only once written, sent or spooled), so none is lost; a row written just before the death may be
-        written again (same id). The names learned so far are lost: the new one learns them anew."""
-        if topo.exporter_generation + 1 >= len(topo.export_queues):
-            self._say(f"exporter (pid {pid}) {how}; restarted {len(topo.export_queues) - 1} times already: giving up")
+    def _restart_on_new_channel(self, topo: Topology, role: str, pid: int, how: str) -> bool:
+        """Restart the exporter or the resolver, the two moving to the next export queue (the dead one may have
+        held its lock or left half a message). A dead exporter loses no flow: rows stay in the flow rings until
+        they are written, sent or spooled, so the new one writes what the old one held (a record written just
+        before the death can come twice, with the same id); names are learned anew. A dead resolver loses the
+        name packets it had taken and the observations on their way."""
+        if topo.channel_generation + 1 >= len(topo.export_queues):
+            self._say(f"{role} (pid {pid}) {how}; {len(topo.export_queues) - 1} restarts of the exporter and "
+                      "resolver already")
             return False
-        topo.control[CTL_EXPORTER_GEN] += 1  # also the count of exporter restarts
-        topo.exporter_counters[E_WAITING] = 0  # the successor counts what it holds itself
-        if self.resolver_lost:
-            topo.export_queue.put(wire.lost(topo.resolver_id))
-        fresh = topo.ctx.Process(target=self._exporter_main, name="devourer-exporter")
+        topo.control[CTL_CHANNEL_GEN] += 1
+        if role == "exporter":
+            topo.exporter_counters[E_WAITING] = 0  # the successor counts what it holds itself
+            if self.resolver_lost:
+                topo.export_queue.put(wire.lost(topo.resolver_id))
+        fresh = topo.ctx.Process(target=self._mains[role], name=f"devourer-{role}")
         fresh.start()
-        self.children["exporter"] = fresh
-        self._say(f"exporter (pid {pid}) {how}; restarted as pid {fresh.pid}; the flows it held are written by the "
-                  "new one (a few may be written twice, with the same id); names are learned anew")
+        self.children[role] = fresh
+        what = ("the flows it held are written by the new one (a few may be written twice, with the same id); "
+                "names are learned anew" if role == "exporter" else "the name packets it had taken are lost")
+        self._say(f"{role} (pid {pid}) {how}; restarted as pid {fresh.pid}; {what}")
         return True
 
     def _drain_reports(self, topo: Topology) -> None:

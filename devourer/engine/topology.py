@@ -16,7 +16,7 @@ from devourer.flow.record import FLOW_WORDS
 from devourer.flow.table import N_WORKER_COUNTERS
 from devourer.ipc.ring import SHM_DIR, Ring, SharedCounters
 from devourer.packet import layout as L
-from devourer.procs.common import CTL_EXPORTER_GEN, N_CONTROL
+from devourer.procs.common import CTL_CHANNEL_GEN, N_CONTROL
 from devourer.procs.exporter import N_EXPORTER_COUNTERS
 from devourer.procs.resolver import N_RESOLVER_COUNTERS
 from devourer.settings import Settings
@@ -24,7 +24,7 @@ from devourer.settings import Settings
 EXPORT_QUEUE_MESSAGES = 256
 FLOW_RING_SLOTS = 1 << 16  # per worker: 8 MiB of expired flow rows on their way to the exporter
 SHM_PREFIX = "devourer-"
-MAX_EXPORTER_RESTARTS = 3  # per run (live mode); each has a queue of its own
+MAX_CHANNEL_RESTARTS = 6  # exporter + resolver restarts per run (live mode); each gets a queue of its own
 
 
 def remove_stale_segments(shm_dir: str = SHM_DIR) -> list[str]:
@@ -92,19 +92,19 @@ class Topology:
         at += N_EXPORTER_COUNTERS
         self.resolver_counters = self.shared.region(at, N_RESOLVER_COUNTERS)
         self.resolver_id = self.n_workers  # the resolver's id in wire messages, after the workers'
-        # names and control messages for the exporter: one queue per exporter incarnation, because an exporter
-        # that died may have held a queue's read lock or left half a message in its pipe
-        self.export_queues = [self.ctx.Queue(EXPORT_QUEUE_MESSAGES) for _ in range(1 + MAX_EXPORTER_RESTARTS)]
+        # names and control messages for the exporter: a fresh queue each time the exporter or the resolver is
+        # restarted, because the dead one may have held the queue's lock or left half a message in its pipe
+        self.export_queues = [self.ctx.Queue(EXPORT_QUEUE_MESSAGES) for _ in range(1 + MAX_CHANNEL_RESTARTS)]
         self.reports = self.ctx.Queue()
 
     @property
-    def exporter_generation(self) -> int:
-        return int(self.control[CTL_EXPORTER_GEN])
+    def channel_generation(self) -> int:
+        return int(self.control[CTL_CHANNEL_GEN])
 
     @property
     def export_queue(self):
-        """The queue the current exporter reads."""
-        return self.export_queues[self.exporter_generation]
+        """The queue the exporter now reads and the resolver writes."""
+        return self.export_queues[self.channel_generation]
 
     def unlink(self) -> None:
         """Remove every segment name (mappings held by live processes stay valid)."""

@@ -12,7 +12,7 @@ CTL_STOP = 0  # orderly stop: capture stops reading, everyone drains
 CTL_ABORT = 1  # a process died: stop waiting for space or peers
 CTL_FLOWS_LOST = 2  # flows held by workers that died (live mode restarts them)
 CTL_RESTARTS = 3  # worker processes restarted (live mode)
-CTL_EXPORTER_GEN = 4  # exporter restarts so far = which export queue the exporter now reads
+CTL_CHANNEL_GEN = 4  # exporter and resolver restarts so far = which export queue the two now share
 N_CONTROL = 8
 
 

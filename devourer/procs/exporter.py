@@ -62,10 +62,15 @@ class _Taken:
 
 class ExporterLoop:
     def __init__(self, sink, sensor: str, in_queue, flow_rings, counters, parent_pid: int, report,
-                 names: NameTable | None = None, resolver_id: int | None = None):
+                 names: NameTable | None = None, resolver_id: int | None = None, keep_going: bool = False):
         self.sink = sink
+        # keep_going (live capture to a file): an output that fails (disk full) costs the flows of that moment,
+        # counted, and writing resumes once it works again; otherwise the first failure ends the run
+        self.keep_going = keep_going
+        self.lost_while_down: int | None = None
         self.formatter = RecordFormatter(sensor)
-        self.queue = in_queue
+        # the queue, or a callable giving the current one: a restarted resolver writes to a fresh queue
+        self.current_queue = in_queue if callable(in_queue) else (lambda: in_queue)
         self.flow_rings = list(flow_rings)
         self.waiting_for = set(range(len(self.flow_rings)))
         self.counters = counters
@@ -155,10 +160,20 @@ class ExporterLoop:
                     self.sink.write(self.formatter.lines(part, self.names))
             self.sink.flush()
         except OSError as e:
-            self.failed = True
             self.counters[E_WRITE_FAILED] += len(rows)
-            self.report(f"cannot write output: {e.strerror or e}", "error")
+            if not self.keep_going:
+                self.failed = True
+                self.report(f"cannot write output: {e.strerror or e}", "error")
+            elif self.lost_while_down is None:
+                self.lost_while_down = 0
+                self.report(f"output failing: {e.strerror or e}; flows are counted as lost until it can be "
+                            "written again", "error")
+            if self.lost_while_down is not None:
+                self.lost_while_down += len(rows)
             return
+        if self.lost_while_down is not None:
+            self.report(f"output works again; {self.lost_while_down:,} flows were lost meanwhile", "warning")
+            self.lost_while_down = None
         self.counters[E_FLOWS_WRITTEN] += len(rows)
         self.counters[E_BATCHES] += 1
 
@@ -180,7 +195,7 @@ class ExporterLoop:
         got = False
         while True:
             try:
-                message = self.queue.get_nowait()
+                message = self.current_queue().get_nowait()
             except queue_mod.Empty:
                 return got
             self.handle(message)
