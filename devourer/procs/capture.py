@@ -323,13 +323,22 @@ class CaptureLoop:
         last_packet_mono = time.monotonic()
         last_packet_clock = 0
         last_stats = 0.0
+        fd = src.handle.getfd()
+        batch_was_full = False
         while not self.stop_requested() and not self.abort_requested():
-            try:
-                data, meta = src.handle.next_batch(self.settings.batch_packets)
-            except pcapy.PcapError as e:
-                if self.stop_requested():
-                    break
-                raise DamagedCaptureError(f"interface {src.name}: {_pcap_reason(e)}") from None
+            # libpcap's TPACKET_V3 read waits in poll() with no timeout until a block holds a packet, and
+            # retries on EINTR: on a quiet link it would never return (no stop, no idle expiry). So wait
+            # here, with the timeout; a full batch may have left packets in the current block: read on.
+            if not batch_was_full and not select.select([fd], [], [], LIVE_TIMEOUT_MS / 1000)[0]:
+                data, meta = b"", b""
+            else:
+                try:
+                    data, meta = src.handle.next_batch(self.settings.batch_packets)
+                except pcapy.PcapError as e:
+                    if self.stop_requested():
+                        break
+                    raise DamagedCaptureError(f"interface {src.name}: {_pcap_reason(e)}") from None
+            batch_was_full = len(meta) // 16 >= self.settings.batch_packets
             now = time.monotonic()
             if meta:
                 n = self.decoder.decode(data, meta, None, src.datalink, src.snaplen)

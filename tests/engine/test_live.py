@@ -351,3 +351,29 @@ def test_live_capture_rides_out_a_full_disk(veth, tmp_path):
         assert data.endswith(b"\n") and any(r["protocol"] == "tcp" for r in records)
     finally:
         subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_sigterm_on_a_silent_link_stops_at_once(veth, tmp_path):
+    """No packet at all on the interface (IPv6 off, so no neighbour discovery): libpcap's read would wait for a
+    packet forever; devourer must still stop promptly on SIGTERM, and let packet time follow the wall clock."""
+    ns, iface = veth
+    _run("sysctl", "-qw", f"net.ipv6.conf.{iface}.disable_ipv6=1")
+    _run("ip", "netns", "exec", ns, "sh", "-c", "for f in /proc/sys/net/ipv6/conf/*/disable_ipv6; do echo 1 > $f; done")
+    time.sleep(1)
+    proc = subprocess.Popen([*DEVOURER, "capture", "-i", iface, "-o", "file", "-w", str(tmp_path / "f.jsonl"),
+                             "-s", "0.5s"], stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        deadline = time.monotonic() + 60
+        while _pid_of(proc.pid, "dvr-capture") is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(3)
+        asked = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=30)[1]
+        took = time.monotonic() - asked
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "summary: 0 packets read" in err
+    assert took < 5, f"SIGTERM took {took:.1f} s on a silent link"
