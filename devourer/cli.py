@@ -230,7 +230,7 @@ def build_parser() -> _Parser:
                      help="run as this user once the capture handle, output files and metrics port are open "
                           "(as tcpdump -Z); needs root")
     ops.add_argument("--group", metavar="NAME", help="with --user: run as this group (default: the user's)")
-    ops.add_argument("--metrics-port", type=_typed(_port, "port"), default=0,
+    ops.add_argument("--metrics-port", type=_typed(_port, "port"), default=0, metavar="PORT",
                      help="serve Prometheus metrics over HTTP on this port (/metrics); 0: off")
     ops.add_argument("--metrics-address", default="0.0.0.0", metavar="ADDRESS",
                      help="address the metrics server listens on")

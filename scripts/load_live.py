@@ -70,21 +70,25 @@ def drops(m: dict) -> dict:
     return {s: int(m.get(f'devourer_packets_dropped_total{{stage="{s}"}}', 0)) for s in DROP_STAGES}
 
 
-def memory(pid: int) -> tuple[int, int]:
-    """(RSS, PSS) in MB summed over pid and its children."""
-    rss = pss = 0
+def memory(pid: int) -> dict[str, tuple[int, int]]:
+    """{process name: (RSS, PSS) in MB} of pid and its children."""
+    out = {}
     pids = [pid] + [int(p) for p in os.listdir("/proc") if p.isdigit() and _parent(int(p)) == pid]
     for p in pids:
+        rss = pss = 0
         try:
+            with open(f"/proc/{p}/comm") as f:
+                name = f.read().strip()
             with open(f"/proc/{p}/smaps_rollup") as f:
                 for line in f:
                     if line.startswith("Rss:"):
-                        rss += int(line.split()[1])
+                        rss = int(line.split()[1]) // 1024
                     elif line.startswith("Pss:"):
-                        pss += int(line.split()[1])
+                        pss = int(line.split()[1]) // 1024
         except OSError:
-            pass
-    return rss // 1024, pss // 1024
+            continue
+        out[name] = (rss, pss)
+    return out
 
 
 def _parent(pid: int) -> int:
@@ -182,9 +186,10 @@ def soak(args, veth: Veth, capture: Path) -> int:
         time.sleep(10)
         m = scrape(port)
         now, read = time.monotonic(), int(m["devourer_packets_read_total"])
-        rss, pss = memory(proc.pid)
+        per_process = memory(proc.pid)
+        rss, pss = (sum(v[k] for v in per_process.values()) for k in (0, 1))
         d = drops(m)
-        curve.append((now - t0, rss, pss))
+        curve.append((now - t0, rss, pss, per_process))
         print(f"{now - t0:>5.0f} {read:>12,} {(read - last_read) / (now - last_t):>9,.0f} {d['kernel']:>7,} "
               f"{d['ring']:>6,} {d['resolver_ring']:>6,} {total(m, 'devourer_flows_active'):>8,} "
               f"{int(m['devourer_flows_exported_total']):>10,} {rss:>7} {pss:>7}", flush=True)
@@ -194,9 +199,14 @@ def soak(args, veth: Veth, capture: Path) -> int:
     m = scrape(port)
     err = stop_devourer(proc, log)
     read, d = int(m["devourer_packets_read_total"]), drops(m)
-    half = [p for t, _, p in curve if t >= curve[-1][0] / 2]
+    half = [p for t, _, p, _ in curve if t >= curve[-1][0] / 2]
     print(f"sent {sent:,}, read {read:,} (the kernel adds a few IPv6 neighbour-discovery packets of the new link); "
           f"drops {d}; PSS over the second half: {min(half)}-{max(half)} MB; summary adds up: {summary_adds_up(err)}")
+    print("PSS MB per process, every minute:")
+    names = sorted(curve[-1][3])
+    print(f"{'t s':>5} " + " ".join(f"{n:>13}" for n in names))
+    for t, _, _, per_process in curve[::6]:
+        print(f"{t:>5.0f} " + " ".join(f"{per_process.get(n, (0, 0))[1]:>13}" for n in names))
     print("\n".join(x for x in err.splitlines() if "stats:" not in x and "capturing as root" not in x))
     print(f"devourer exit status {proc.returncode}")
     ok = sum(d.values()) == 0 and read >= sent and summary_adds_up(err) and proc.returncode == 0
