@@ -52,12 +52,12 @@ class CounterView:
 
 
 class _Taken:
-    """Rows read from one flow ring in one go; freed there once settled (the output has them for good)."""
+    """Rows read from a flow ring in one go; freed there once settled (the output has them for good)."""
 
-    __slots__ = ("ring", "count", "settled")
+    __slots__ = ("count", "settled")
 
-    def __init__(self, ring: int, count: int):
-        self.ring, self.count, self.settled = ring, count, False
+    def __init__(self, count: int):
+        self.count, self.settled = count, False
 
 
 class ExporterLoop:
@@ -97,7 +97,7 @@ class ExporterLoop:
         """Expired flow rows (k, FLOW_WORDS) from a worker('s flow ring): held until the watermark passes them."""
         taken = None
         if ring is not None:
-            taken = _Taken(ring, len(rows))
+            taken = _Taken(len(rows))
             self.taken[ring].append(taken)
         self.held.append((int(rows[:, R.F_LAST].max()), rows, taken))
         self.counters[E_WAITING] += len(rows)
