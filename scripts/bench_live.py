@@ -26,10 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 
 from bench import generate  # noqa: E402
-
-
-def sh(*cmd):
-    return subprocess.run(cmd, check=True, capture_output=True, text=True)
+from load_live import Veth  # noqa: E402
 
 
 def number(pattern: str, text: str) -> int:
@@ -70,23 +67,13 @@ def main() -> int:
         print("bench_live.py needs root (network namespace, veth pair, live capture)", file=sys.stderr)
         return 2
     capture = generate("medium")
-    tag = f"dvb{os.getpid() % 10000}"
-    ns, host_if, ns_if = f"{tag}ns", f"{tag}a", f"{tag}b"
-    sh("ip", "netns", "add", ns)
-    try:
-        sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if)
-        sh("ip", "link", "set", ns_if, "netns", ns)
-        sh("ip", "link", "set", host_if, "up")
-        sh("ip", "netns", "exec", ns, "ip", "link", "set", ns_if, "up")
+    with Veth() as veth:
         print(f"{'rate pkt/s':>12}|{'sent':>9}|{'sent pkt/s':>11}|{'read':>9}|{'kernel drop':>12}|{'ring drop':>10}|"
               f"{'name drop':>10}")
         for rate in args.rates.split(","):
-            r = one_rate(host_if, ns, ns_if, capture, rate, args.packets)
+            r = one_rate(veth.host_if, veth.ns, veth.ns_if, capture, rate, args.packets)
             print(f"{r['rate']:>12}|{r['sent']:>9,}|{r['sent_pps']:>11,}|{r['read']:>9,}|{r['kernel']:>12,}|"
                   f"{r['ring']:>10,}|{r['names']:>10,}", flush=True)
-    finally:
-        subprocess.run(["ip", "link", "del", host_if], capture_output=True)
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
     return 0
 
 

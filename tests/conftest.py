@@ -2,8 +2,11 @@
 
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -40,6 +43,37 @@ def capture_records(pcap, *extra, tmp_path=None):
     proc = run_devourer("capture", "-r", pcap, "-o", "file", "-w", out, *extra)
     records = parse_records(out.read_text()) if out.exists() else []
     return records, proc
+
+
+def summary_counts(stderr: str) -> dict:
+    """The packet and flow counts of the last summary line (before its names part)."""
+    line = [x for x in stderr.splitlines() if "summary:" in x][-1].split("; names:")[0]
+    return {k: int(v.replace(",", "")) for v, k in re.findall(
+        r"([\d,]+) (packets read|in flows|non-IP|malformed|unmatched fragments|filtered|dropped|"
+        r"lost with dead workers|flows written)", line)}
+
+
+def packets_add_up(counts: dict) -> bool:
+    """Every packet read is in a flow or one named counter."""
+    parts = ("in flows", "non-IP", "malformed", "unmatched fragments", "filtered", "dropped", "lost with dead workers")
+    return counts["packets read"] == sum(counts.get(k, 0) for k in parts)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape_metrics(port: int) -> dict:
+    """{metric with labels: value} from devourer's /metrics."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return values
 
 
 def our_shm_segments():

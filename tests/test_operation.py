@@ -10,19 +10,12 @@ import struct
 import subprocess
 import termios
 import time
-import urllib.request
 
 import pytest
 
-from tests.conftest import DEVOURER, PCAPS, REPO, run_devourer
+from tests.conftest import DEVOURER, PCAPS, REPO, free_port, run_devourer, scrape_metrics
 
 HTTP = PCAPS / "dpkt__http.pcap"  # 43 packets, 3 flows
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pcap_records(path):
@@ -34,16 +27,6 @@ def pcap_records(path):
         records.append(data[at:at + 16 + caplen])
         at += 16 + caplen
     return header, records
-
-
-def scrape(port: int) -> dict:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            values[name] = float(value)
-    return values
 
 
 def test_metrics_are_served_during_a_replay(tmp_path):
@@ -58,7 +41,7 @@ def test_metrics_are_served_during_a_replay(tmp_path):
         deadline = time.monotonic() + 60
         while True:  # the server comes up once the engine runs, and packets arrive in their own time
             try:
-                m = scrape(port)
+                m = scrape_metrics(port)
                 if m["devourer_packets_read_total"] == 20 and m['devourer_worker_packets_total{worker="0"}'] == 20:
                     break
             except OSError:
@@ -79,7 +62,7 @@ def test_metrics_are_served_during_a_replay(tmp_path):
         proc.kill()
         proc.wait()
     with pytest.raises(OSError):  # the server ended with the run
-        scrape(port)
+        scrape_metrics(port)
 
 
 def test_a_metrics_port_in_use_is_a_one_line_error(tmp_path):

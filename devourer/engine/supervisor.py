@@ -245,9 +245,7 @@ class Supervisor:
             counters[T.K_ACTIVE] = 0  # the dead worker's region; its successor counts from here
             topo.control[CTL_FLOWS_LOST] += lost
             topo.control[CTL_RESTARTS] += 1
-            fresh = topo.ctx.Process(target=self._worker_main, args=(i,), name=f"devourer-worker-{i}")
-            fresh.start()
-            self.children[role] = fresh
+            fresh = self._respawn(topo, role, self._worker_main, i)
             self._say(f"{role} (pid {pid}) {how}; restarted as pid {fresh.pid}; the {lost:,} flows it held are lost "
                       "(counted)")
             return True
@@ -260,6 +258,13 @@ class Supervisor:
                       "and counted)")
             return True
         return False
+
+    def _respawn(self, topo: Topology, role: str, target, *args):
+        """Start a successor for a child that died, under the same role."""
+        fresh = topo.ctx.Process(target=target, args=args, name=f"devourer-{role.replace(' ', '-')}")
+        fresh.start()
+        self.children[role] = fresh
+        return fresh
 
     def _restart_on_new_channel(self, topo: Topology, role: str, pid: int, how: str) -> bool:
         """Restart the exporter or the resolver, the two moving to the next export queue (the dead one may have
@@ -276,9 +281,7 @@ class Supervisor:
             topo.exporter_counters[E_WAITING] = 0  # the successor counts what it holds itself
             if self.resolver_lost:
                 topo.export_queue.put(wire.lost(topo.resolver_id))
-        fresh = topo.ctx.Process(target=self._mains[role], name=f"devourer-{role}")
-        fresh.start()
-        self.children[role] = fresh
+        fresh = self._respawn(topo, role, self._mains[role])
         what = ("the flows it held are written by the new one (a few may be written twice, with the same id); "
                 "names are learned anew" if role == "exporter" else "the name packets it had taken are lost")
         self._say(f"{role} (pid {pid}) {how}; restarted as pid {fresh.pid}; {what}")

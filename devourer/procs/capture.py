@@ -229,11 +229,10 @@ class CaptureLoop:
                 break
             sec, usec = header.getts()
             caplen = header.getcaplen()
+            self.counters[L.C_INPUT_BYTES] += 16 + caplen
             if src.bpf is not None and not src.bpf.filter(frame):
-                self.counters[L.C_INPUT_BYTES] += 16 + caplen
                 self.counters[L.C_FILTERED] += 1
                 continue
-            self.counters[L.C_INPUT_BYTES] += 16 + caplen
             frames.append(frame)
             meta.append((sec, usec, offset, caplen))
             wire.append(header.getlen())

@@ -1,17 +1,7 @@
 """Every packet read is in a flow or in a named counter; flows add up to the file."""
 
-import re
-
-from tests.conftest import capture_records
+from tests.conftest import capture_records, summary_counts
 from tests.pcapbuild import read_pcap_records
-
-
-def summary_counts(stderr: str) -> dict:
-    line = [x for x in stderr.splitlines() if "summary:" in x][-1].split("; names:")[0]
-    nums = {k: int(v.replace(",", "")) for v, k in re.findall(r"([\d,]+) (packets read|in flows|non-IP|malformed|"
-                                                             r"unmatched fragments|filtered|dropped|flows written)",
-                                                             line)}
-    return nums
 
 
 def test_generated_capture_conserves_packets_and_bytes(small_capture, tmp_path):

@@ -12,21 +12,11 @@ import re
 import struct
 
 from devourer.packet.decode import MAX_IPV6_EXT_HEADERS
-from tests.conftest import run_devourer
+from tests.conftest import packets_add_up, run_devourer, summary_counts
 from tests.pcapbuild import ethernet, ipv4, ipv6, pcap_header, pcap_record, udp
 
 A, B = "02:00:00:00:00:01", "02:00:00:00:00:02"
 T0 = 1_700_000_000.0
-
-
-def summary(stderr: str) -> dict:
-    line = [x for x in stderr.splitlines() if "summary:" in x][-1]
-    packets, names = line.split("; names:")
-    numbers = {k: int(v.replace(",", "")) for v, k in re.findall(
-        r"([\d,]+) (packets read|in flows|non-IP|malformed|unmatched fragments|filtered|dropped;|flows written)",
-        packets)}
-    numbers["names evicted"] = int(re.search(r"([\d,]+) evicted from the name map", names).group(1).replace(",", ""))
-    return numbers
 
 
 def replay(tmp_path, records: list[bytes], *args):
@@ -35,9 +25,9 @@ def replay(tmp_path, records: list[bytes], *args):
     out = tmp_path / "flows.jsonl"
     proc = run_devourer("capture", "-r", path, "-o", "file", "-w", out, *args)
     flows = [json.loads(line) for line in out.read_text().splitlines()]
-    s = summary(proc.stderr)
-    assert s["packets read"] == (s["in flows"] + s["non-IP"] + s["malformed"] + s["unmatched fragments"]
-                                 + s["filtered"] + s["dropped;"]), proc.stderr
+    s = summary_counts(proc.stderr)
+    assert packets_add_up(s), proc.stderr
+    s["names evicted"] = int(re.search(r"([\d,]+) evicted from the name map", proc.stderr).group(1).replace(",", ""))
     assert s["flows written"] == len(flows)
     return proc, s, flows
 

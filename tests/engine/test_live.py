@@ -18,7 +18,8 @@ import time
 
 import pytest
 
-from tests.conftest import DEVOURER, REPO, capture_records, parse_records
+from tests.conftest import (DEVOURER, REPO, capture_records, free_port, packets_add_up, parse_records,
+                            scrape_metrics, summary_counts)
 from tests.engine.proctools import alive, children_of
 
 NS_ADDR, HOST_ADDR = "10.254.77.2", "10.254.77.1"
@@ -219,15 +220,6 @@ def test_unprivileged_live_capture_with_permitted_capabilities(veth, tmp_path):
         shutil.rmtree(shared, ignore_errors=True)
 
 
-def _held_by_exporter(port: int) -> int:
-    """Flows the exporter took from the flow rings and holds, unwritten (from devourer's metrics)."""
-    import urllib.request
-
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    (line,) = [x for x in text.splitlines() if x.startswith("devourer_exporter_waiting_flows ")]
-    return int(float(line.split()[1]))
-
-
 def _pid_of(parent: int, comm: str) -> int | None:
     return next((pid for pid, name in children_of(parent).items() if name == comm), None)
 
@@ -237,9 +229,7 @@ def test_live_capture_outlives_a_killed_process(veth, tmp_path, victim, no_shm_l
     ns, iface = veth
     out = tmp_path / "live.jsonl"
     # with a 1 s flow timeout the first round's flows are in the exporter's hands when it is killed
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([*DEVOURER, "capture", "-i", iface, "--workers", "2", "-o", "file", "-w", str(out),
                              "--flow-timeout", "1s", "--metrics-port", str(port), "--metrics-address", "127.0.0.1"],
                             stderr=subprocess.PIPE, text=True, cwd=REPO)
@@ -256,9 +246,9 @@ def test_live_capture_outlives_a_killed_process(veth, tmp_path, victim, no_shm_l
         old = _pid_of(proc.pid, victim)
         if victim == "dvr-exporter":  # the flows expire (1 s idle, once packet time follows the wall clock)
             deadline = time.monotonic() + 20
-            while _held_by_exporter(port) == 0 and time.monotonic() < deadline:
+            while scrape_metrics(port)["devourer_exporter_waiting_flows"] == 0 and time.monotonic() < deadline:
                 time.sleep(0.2)
-            assert _held_by_exporter(port) > 0
+            assert scrape_metrics(port)["devourer_exporter_waiting_flows"] > 0
         os.kill(old, signal.SIGKILL)
         killed_at = time.monotonic()
         if victim == "dvr-exporter":
@@ -289,11 +279,9 @@ def test_live_capture_outlives_a_killed_process(veth, tmp_path, victim, no_shm_l
     records = parse_records(out.read_text())
     tcp = [r for r in records if r["protocol"] == "tcp" and r["dst"]["port"] == TCP_PORT]
     assert len(tcp) >= 1
-    summary = [x for x in err.splitlines() if "summary:" in x][-1].split("; names:")[0]
-    numbers = [int(x.replace(",", "")) for x in re.findall(
-        r"([\d,]+) (?:packets read|in flows|non-IP|malformed|unmatched fragments|filtered|dropped|lost with dead)",
-        summary)]
-    assert numbers[0] == sum(numbers[1:]), summary  # every packet read is accounted for
+    counts = summary_counts(err)
+    assert packets_add_up(counts), err  # every packet read is accounted for
+    summary = [x for x in err.splitlines() if "summary:" in x][-1]
     if victim == "dvr-worker-0":
         assert "restarted as pid" in said[0] and "restarted workers" in summary
     elif victim == "dvr-resolver":
@@ -302,8 +290,7 @@ def test_live_capture_outlives_a_killed_process(veth, tmp_path, victim, no_shm_l
     else:  # nothing the exporter held is lost (a record may come twice, with the same id)
         assert "restarted as pid" in said[0]
         unique = {r["id"]: r for r in records}.values()
-        in_flows = int(re.search(r"= ([\d,]+) in flows", summary).group(1).replace(",", ""))
-        assert sum(r["src_stat"]["packets"] + r["dst_stat"]["packets"] for r in unique) == in_flows
+        assert sum(r["src_stat"]["packets"] + r["dst_stat"]["packets"] for r in unique) == counts["in flows"]
 
 
 def test_live_capture_rides_out_a_full_disk(veth, tmp_path):

@@ -7,7 +7,6 @@ the google-cloud-bigquery client, HTTP, table creation, insertAll with insertIds
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -15,16 +14,10 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import PCAPS, REPO, SHARED, capture_records, run_devourer
+from tests.conftest import PCAPS, REPO, SHARED, capture_records, free_port, run_devourer
 
 EMULATOR_PY = REPO / ".venv-bqemu" / "bin" / "python"
 PROJECT = "test-project"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +25,7 @@ def emulator():
     if not EMULATOR_PY.exists():
         pytest.skip("BigQuery emulator not installed (scripts/install.sh installs it into .venv-bqemu; "
                     "it needs Python 3.13)")
-    port, grpc_port = _free_port(), _free_port()
+    port, grpc_port = free_port(), free_port()
     data = tempfile.mkdtemp(prefix="bqemu-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     log = open(os.path.join(data, "emulator.log"), "wb")
     proc = subprocess.Popen([str(EMULATOR_PY), str(SHARED / "bigquery-emulator" / "serve.py"), "serve", "--host",
@@ -159,7 +152,7 @@ def test_rejected_row_is_counted_and_the_others_stored(emulator, client, dataset
 
 def test_unreachable_bigquery_spools_and_a_later_run_sends_each_row_once(emulator, client, dataset, tmp_path):
     spool = tmp_path / "spool"
-    down = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     proc = run_devourer("capture", "-r", PCAPS / "dpkt__http.pcap", *_bq_args(down, dataset, spool))
     assert proc.returncode == 0, proc.stderr
     assert "rows are spooled" in proc.stderr and "3 waiting in the spool" in proc.stderr
@@ -197,7 +190,7 @@ def test_key_material_never_reaches_the_output(tmp_path):
 
 def _start_emulator(port: int, data: str):
     proc = subprocess.Popen([str(EMULATOR_PY), str(SHARED / "bigquery-emulator" / "serve.py"), "serve", "--host",
-                             "127.0.0.1", "--port", str(port), "--grpc-port", str(_free_port()), "--project", PROJECT,
+                             "127.0.0.1", "--port", str(port), "--grpc-port", str(free_port()), "--project", PROJECT,
                              "--data-dir", data], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -222,7 +215,7 @@ def test_bigquery_down_at_start_then_up_gets_every_flow_once(emulator, tmp_path)
     from tests.conftest import DEVOURER
     from tests.pcapbuild import ethernet, ipv4, pcap_header, pcap_record, udp
 
-    port = _free_port()
+    port = free_port()
     fifo = tmp_path / "in.pcap"
     os.mkfifo(fifo)
     out_err = []
@@ -314,7 +307,7 @@ class _PipeReplay:
 
 def test_devourer_killed_mid_outage_restarts_from_its_spool(emulator, client, dataset, tmp_path):
     spool = tmp_path / "spool"
-    run = _PipeReplay(tmp_path, f"http://127.0.0.1:{_free_port()}", dataset, spool)
+    run = _PipeReplay(tmp_path, f"http://127.0.0.1:{free_port()}", dataset, spool)
     try:
         run.flows(1, 100, 1_700_000_000.0)
         run.flows(101, 100, 1_700_000_100.0)
@@ -347,7 +340,7 @@ def test_bigquery_killed_mid_run_and_restarted_gets_every_flow_once(emulator, tm
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import bigquery
 
-    port = _free_port()
+    port = free_port()
     data = tempfile.mkdtemp(prefix="bqemu-restart-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     server = _start_emulator(port, data)
     url = f"http://127.0.0.1:{port}"
