@@ -295,6 +295,11 @@ class Supervisor:
                 return
             self._say(text, level, role, pid)
             if role == "exporter" and text.startswith("cannot write output"):  # the output is gone: reading on would only count losses
+                capture = self.children.get("capture")
+                if (not self.failed and self.stopping_since is None and not self.settings.live
+                        and capture is not None and capture.exitcode is None):
+                    self._say("stopped reading the input: the flows of the packets read so far are written or counted "
+                              "as lost; the rest of the input is not read")
                 self.failed = True
                 self._abort(topo)
 
