@@ -237,6 +237,12 @@ def build_parser() -> _Parser:
     eng = cap.add_argument_group("engine")
     eng.add_argument("--workers", type=_typed(_positive_int, "count"), default=default_workers(),
                      help="flow-table worker processes")
+    eng.add_argument("--readers", type=_typed(_positive_int, "count"), default=1,
+                     help="capture processes reading the files (replay of classic pcap files): each reads chunks "
+                          "of the files and hashes their packets to the workers; the records are the same as with "
+                          "one. Pays on many cores, where one reader cannot keep the workers busy")
+    eng.add_argument("--chunk-size", type=_typed(_positive_int, "count"), default=65536,
+                     help="with several readers: packets per chunk of a file")
     eng.add_argument("--batch-size", type=_typed(_positive_int, "count"), default=4096,
                      help="packets read from libpcap per batch")
     eng.add_argument("--ring-size", type=_typed(_positive_int, "count"), default=65536,
@@ -269,6 +275,8 @@ def settings_from_args(args) -> Settings:
             raise UsageError(f"--{name.replace('_', '-')} must not be negative")
     if args.flow_timeout == 0:
         raise UsageError("--flow-timeout must be greater than 0")
+    if args.readers > 1 and args.interface:
+        raise UsageError("--readers is for replaying files; live capture reads with one reader")
     run_as = None
     if args.group and not args.user:
         raise UsageError("--group is only used with --user")
@@ -279,7 +287,8 @@ def settings_from_args(args) -> Settings:
     ring = 1 << max(0, (args.ring_size - 1).bit_length())
     return Settings(
         read_files=files, interface=args.interface, output=args.output, write_file=args.write_file,
-        stat_interval_s=args.stat_interval, workers=args.workers, flow_timeout_s=args.flow_timeout,
+        stat_interval_s=args.stat_interval, workers=args.workers, readers=args.readers,
+        chunk_packets=args.chunk_size, flow_timeout_s=args.flow_timeout,
         active_timeout_s=args.active_timeout, max_flows=args.max_flows, bpf=args.bpf, snaplen=args.snaplen,
         promisc=args.promisc, buffer_size=args.buffer_size, batch_packets=args.batch_size, ring_slots=ring,
         sensor_id=args.sensor_id, shutdown_timeout_s=args.shutdown_timeout, resolve_names=args.names,

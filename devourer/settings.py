@@ -11,6 +11,8 @@ class Settings:
     write_file: str | None = None
     stat_interval_s: float = 0.0  # 0: no periodic stats line
     workers: int = 1
+    readers: int = 1  # capture processes reading the files (several: chunks of the files, in order)
+    chunk_packets: int = 1 << 16  # with several readers: packets per chunk of a file
     flow_timeout_s: float = 120.0
     active_timeout_s: float = 1800.0  # 0 disables
     max_flows: int = 4_000_000  # per engine, shared out between the workers

@@ -30,6 +30,7 @@ from devourer.ipc import wire
 from devourer.names.table import NameTable
 from devourer.outputs import check_output, open_sink
 from devourer.packet import layout as L
+from devourer.packet.chunks import Damage, chunkable, plan
 from devourer.privileges import drop_to
 from devourer.procs import capture as capture_proc
 from devourer.procs.common import (CTL_ABORT, CTL_CHANNEL_GEN, CTL_FLOWS_LOST, CTL_RESTARTS, CTL_STOP,
@@ -44,6 +45,23 @@ from devourer.settings import Settings
 TICK_S = 0.1
 MAX_RESTARTS = 5  # restarts of one worker within RESTART_WINDOW_S before the run gives up (no crash loop)
 RESTART_WINDOW_S = 60.0
+
+
+def _warm_up_chunks() -> None:
+    """The planner's and the chunk readers' loops (several readers only)."""
+    import numpy as np
+
+    from devourer.packet import chunks
+    from devourer.packet.decode import decode_batch, new_fragment_table
+
+    window = np.zeros(64, np.uint8)
+    meta, wire = np.zeros((1, 4), np.uint32), np.zeros(1, np.uint32)
+    chunks.index_records(window, 0, True, 0, 64, False, False, 262144, 1, meta, wire)
+    records = L.empty_records(1)
+    decode_batch(window, meta[:0], wire[:0], 1, 262144, records, records.view(np.uint16), records.view(np.uint32),
+                 records.view(np.uint64), np.zeros(1, np.int32), 1, new_fragment_table(16),
+                 np.zeros(L.N_CAPTURE_COUNTERS, np.int64), np.zeros(1, np.int64), False, np.zeros((2, 3), np.int64),
+                 True)
 
 
 def _warm_up() -> None:
@@ -135,13 +153,13 @@ class Supervisor:
 
         def worker_main(i: int):
             parent = become_child(f"worker-{i}")
-            loop = WorkerLoop(i, settings, topo.rings[i], topo.flow_rings[i], topo.worker_counters[i],
+            loop = WorkerLoop(i, settings, topo.worker_rings(i), topo.flow_rings[i], topo.worker_counters[i],
                               topo.control, parent)
             os._exit(loop.run())
 
         def resolver_main():
             parent = become_child("resolver")
-            loop = ResolverLoop(topo.name_ring, lambda: topo.export_queue, topo.resolver_counters, parent,
+            loop = ResolverLoop(topo.name_rings, lambda: topo.export_queue, topo.resolver_counters, parent,
                                 topo.resolver_id)
             code = loop.run()
             for q in topo.export_queues:  # flush to the current exporter; what a dead one left is abandoned
@@ -151,21 +169,32 @@ class Supervisor:
             topo.export_queue.join_thread()
             os._exit(code)
 
-        def capture_main():
+        def capture_main(k: int = 0):
             stop = {"flag": False}
 
             def on_term(signum, frame):
                 stop["flag"] = True
 
-            become_child("capture", on_term)
+            become_child("capture" if topo.n_readers == 1 else f"capture-{k}", on_term)
+            stop_requested = lambda: stop["flag"] or bool(topo.control[CTL_STOP])  # noqa: E731
             loop = capture_proc.CaptureLoop(
-                settings, topo.rings, topo.capture_counters,
-                stop_requested=lambda: stop["flag"] or bool(topo.control[CTL_STOP]),
+                settings, topo.reader_rings[k], topo.reader_counters[k], stop_requested=stop_requested,
                 abort_requested=lambda: bool(topo.control[CTL_ABORT]),
-                report=reporter("capture"), name_ring=topo.name_ring)
-            code = loop.run(sources)
+                report=reporter("capture"), name_ring=topo.name_rings[k] if topo.name_rings else None)
+            if topo.n_readers == 1:
+                code = loop.run(sources)
+            else:
+                code = loop.run_chunks(sources, lambda: _next_chunk(topo.chunk_queues[k], stop_requested))
             topo.reports.close()
             topo.reports.join_thread()
+            os._exit(code)
+
+        def planner_main():
+            become_child("planner")
+            code = _plan(settings, sources, topo, reporter("capture"))
+            for q in (*topo.chunk_queues, topo.reports):
+                q.close()
+                q.join_thread()
             os._exit(code)
 
         self._mains = {"exporter": exporter_main, "resolver": resolver_main}
@@ -175,7 +204,13 @@ class Supervisor:
             self.children[f"worker {i}"] = ctx.Process(target=worker_main, args=(i,), name=f"devourer-worker-{i}")
         if topo.name_ring is not None:
             self.children["resolver"] = ctx.Process(target=resolver_main, name="devourer-resolver")
-        self.children["capture"] = ctx.Process(target=capture_main, name="devourer-capture")
+        if topo.n_readers == 1:
+            self.children["capture"] = ctx.Process(target=capture_main, name="devourer-capture")
+        else:
+            self.children["planner"] = ctx.Process(target=planner_main, name="devourer-planner")
+            for k in range(topo.n_readers):
+                self.children[f"capture {k}"] = ctx.Process(target=capture_main, args=(k,),
+                                                            name=f"devourer-capture-{k}")
         for p in self.children.values():
             p.start()
 
@@ -188,13 +223,16 @@ class Supervisor:
     def _nudge_capture(self) -> None:
         """SIGTERM the capture process: it interrupts a read blocked on a pipe. Repeated
         while stopping, in case the first one landed just before the read began."""
-        cap = self.children.get("capture")
-        if cap is not None and cap.exitcode is None:
-            try:
-                os.kill(cap.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+        for cap in self._captures():
+            if cap.exitcode is None:
+                try:
+                    os.kill(cap.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
         self.last_nudge = time.monotonic()
+
+    def _captures(self) -> list:
+        return [p for role, p in self.children.items() if role.startswith("capture")]
 
     def _abort(self, topo: Topology) -> None:
         topo.control[CTL_ABORT] = 1
@@ -206,9 +244,11 @@ class Supervisor:
                 continue
             p._devourer_seen = True
             code = p.exitcode
-            if role == "capture":
-                for r in (*topo.rings, *([topo.name_ring] if topo.name_ring else [])):
+            if role.startswith("capture"):
+                k = 0 if role == "capture" else int(role.split()[1])
+                for r in (*topo.reader_rings[k], *topo.name_rings[k:k + 1]):
                     r.close_producer()  # whatever happened, workers must see the end of their input
+            if role.startswith("capture") or role == "planner":
                 if code == EXIT_DAMAGED:
                     self.damaged = True
                     continue
@@ -295,9 +335,8 @@ class Supervisor:
                 return
             self._say(text, level, role, pid)
             if role == "exporter" and text.startswith("cannot write output"):  # the output is gone: reading on would only count losses
-                capture = self.children.get("capture")
                 if (not self.failed and self.stopping_since is None and not self.settings.live
-                        and capture is not None and capture.exitcode is None):
+                        and any(p.exitcode is None for p in self._captures())):
                     self._say("stopped reading the input: the flows of the packets read so far are written or counted "
                               "as lost; the rest of the input is not read")
                 self.failed = True
@@ -398,14 +437,27 @@ class Supervisor:
             raise SourceError(f"--user {name} cannot create files in {folder} (rotation makes new files there)")
         return settings
 
+    def _choose_readers(self, settings: Settings) -> Settings:
+        """Several readers only where the files can be cut into chunks; else one, saying why."""
+        if settings.readers == 1:
+            return settings
+        why = "--bpf filters in one reader" if settings.bpf else chunkable(list(settings.read_files))
+        if why is None:
+            return settings
+        self._say(f"reading with one reader: {why}", "info")
+        return dataclasses.replace(settings, readers=1)
+
     # ---- main loop
     def run(self) -> int:
         settings = self.settings
         sources = capture_proc.open_sources(settings)
+        settings = self.settings = self._choose_readers(settings)
         check_output(settings, warn=lambda text: self._say(text, "warning"))
         if settings.metrics_port:
             self.metrics = MetricsServer(settings)
         _warm_up()
+        if settings.readers > 1:
+            _warm_up_chunks()
         if stale := remove_stale_segments():  # before --user: a dead root run's segments are root's
             self._say(f"removed {len(stale)} shared-memory segment(s) left by a killed run "
                       f"(/dev/shm/{stale[0]}{', ...' if len(stale) > 1 else ''})", "warning")
@@ -475,6 +527,37 @@ class Supervisor:
             # wake at once when a child ends (its sentinel), else after a tick
             sentinels = [p.sentinel for p in self.children.values() if p.exitcode is None]
             multiprocess.connection.wait(sentinels, timeout=TICK_S)
+
+
+def _next_chunk(chunks, stop_requested):
+    """The reader's next chunk from the planner, or None when there are no more (or the run stops)."""
+    while not stop_requested():
+        try:
+            return chunks.get(timeout=TICK_S)
+        except queue_mod.Empty:
+            continue
+    return None
+
+
+def _plan(settings: Settings, sources, topo: Topology, report) -> int:
+    """The planner: cut the files into chunks and deal them to the readers in turn."""
+    code, n = EXIT_OK, 0
+    try:
+        for item in plan([s.path for s in sources], [s.datalink for s in sources], settings.chunk_packets,
+                         settings.batch_packets):
+            if topo.control[CTL_STOP] or topo.control[CTL_ABORT]:
+                break
+            if isinstance(item, Damage):
+                report(f"capture file {sources[item.source].name} is damaged at byte {item.offset} (a record is "
+                       "cut short or impossible); every complete packet before it was counted", "error")
+                code = EXIT_DAMAGED
+                continue
+            topo.chunk_queues[n % len(topo.chunk_queues)].put(item)
+            n += 1
+    finally:
+        for q in topo.chunk_queues:
+            q.put(None)
+    return code
 
 
 def _fields(totals: dict) -> dict:

@@ -3,6 +3,9 @@
     capture --packet ring (per worker)--> worker --flow ring (per worker)--> exporter
     capture --name ring--> resolver --export queue (names, control)--> exporter
 
+With ``--readers N`` (replay) there are N capture processes, each with its own
+packet ring to every worker, name ring and counters (``ipc.ordered`` merges them).
+
 Built by the supervisor before it forks; every child gets the pieces it uses.
 Shared-memory names are ``devourer-<supervisor pid>-<what>`` so that a segment
 in /dev/shm always says whose it is.
@@ -60,21 +63,41 @@ def _is_devourer(pid: int) -> bool:
         return False
 
 
+class CaptureTotals:
+    """The capture counters of every reader, read as one: sums, and the latest clock."""
+
+    def __init__(self, regions):
+        self.regions = regions
+
+    def __getitem__(self, i: int) -> int:
+        if i == L.C_CLOCK_US:
+            return max(int(r[i]) for r in self.regions)
+        return sum(int(r[i]) for r in self.regions)
+
+
 class Topology:
     def __init__(self, settings: Settings):
         self.ctx = multiprocess.get_context("fork")
         self.n_workers = settings.workers
+        self.n_readers = settings.readers
         tag = f"{SHM_PREFIX}{os.getpid()}"
-        self.rings = []
+        self.reader_rings: list[list[Ring]] = []  # [reader][worker]
+        self.name_rings: list[Ring] = []  # [reader]
         self.flow_rings = []
-        self.name_ring = None
+        # with several readers each ring needs to hold only a few chunks' share, and there are readers x workers
+        share = 1 << max(0, (self.n_readers - 1).bit_length())
+        ring_slots = max(4096, settings.ring_slots // share)
+        name_slots = max(1024, settings.resolver_ring_slots // share)
         try:
-            self.rings = [Ring(f"{tag}-ring{i}", settings.ring_slots, L.RECORD_BYTES) for i in range(self.n_workers)]
+            for k in range(self.n_readers):
+                sub = "" if self.n_readers == 1 else f"r{k}-"
+                self.reader_rings.append([Ring(f"{tag}-{sub}ring{i}", ring_slots, L.RECORD_BYTES)
+                                          for i in range(self.n_workers)])
+                if settings.resolve_names:
+                    self.name_rings.append(Ring(f"{tag}-{sub}names", name_slots, L.NAME_SLOT_BYTES))
             self.flow_rings = [Ring(f"{tag}-flows{i}", FLOW_RING_SLOTS, FLOW_WORDS * 8) for i in range(self.n_workers)]
-            if settings.resolve_names:
-                self.name_ring = Ring(f"{tag}-names", settings.resolver_ring_slots, L.NAME_SLOT_BYTES)
-            words = (N_CONTROL + L.N_CAPTURE_COUNTERS + self.n_workers * N_WORKER_COUNTERS + N_EXPORTER_COUNTERS
-                     + N_RESOLVER_COUNTERS)
+            words = (N_CONTROL + self.n_readers * L.N_CAPTURE_COUNTERS + self.n_workers * N_WORKER_COUNTERS
+                     + N_EXPORTER_COUNTERS + N_RESOLVER_COUNTERS)
             self.shared = SharedCounters(f"{tag}-counters", words)
         except BaseException:
             self.unlink()
@@ -82,8 +105,12 @@ class Topology:
         at = 0
         self.control = self.shared.region(at, N_CONTROL)
         at += N_CONTROL
-        self.capture_counters = self.shared.region(at, L.N_CAPTURE_COUNTERS)
-        at += L.N_CAPTURE_COUNTERS
+        self.reader_counters = []
+        for _ in range(self.n_readers):
+            self.reader_counters.append(self.shared.region(at, L.N_CAPTURE_COUNTERS))
+            at += L.N_CAPTURE_COUNTERS
+        self.capture_counters = (self.reader_counters[0] if self.n_readers == 1
+                                 else CaptureTotals(self.reader_counters))
         self.worker_counters = []
         for _ in range(self.n_workers):
             self.worker_counters.append(self.shared.region(at, N_WORKER_COUNTERS))
@@ -96,6 +123,21 @@ class Topology:
         # restarted, because the dead one may have held the queue's lock or left half a message in its pipe
         self.export_queues = [self.ctx.Queue(EXPORT_QUEUE_MESSAGES) for _ in range(1 + MAX_CHANNEL_RESTARTS)]
         self.reports = self.ctx.Queue()
+        # chunks for the readers (several readers only): one queue each, filled by the planner
+        self.chunk_queues = [self.ctx.Queue() for _ in range(self.n_readers)] if self.n_readers > 1 else []
+
+    def worker_rings(self, w: int) -> list[Ring]:
+        """Worker w's input: one ring per reader, in reader order."""
+        return [rings[w] for rings in self.reader_rings]
+
+    @property
+    def rings(self) -> list[Ring]:
+        """Reader 0's ring to each worker (the only ones with one reader)."""
+        return self.reader_rings[0] if self.reader_rings else []
+
+    @property
+    def name_ring(self):
+        return self.name_rings[0] if self.name_rings else None
 
     @property
     def channel_generation(self) -> int:
@@ -108,9 +150,7 @@ class Topology:
 
     def unlink(self) -> None:
         """Remove every segment name (mappings held by live processes stay valid)."""
-        for r in (*self.rings, *self.flow_rings):
+        for r in (*(r for rings in self.reader_rings for r in rings), *self.name_rings, *self.flow_rings):
             r.unlink()
-        if self.name_ring is not None:
-            self.name_ring.unlink()
         if hasattr(self, "shared"):
             self.shared.unlink()

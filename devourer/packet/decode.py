@@ -127,7 +127,7 @@ def _name_port(p):
 
 @numba.njit(cache=True)
 def decode_batch(data, meta, wire, datalink, snaplen, rec8, rec16, rec32, rec64, worker_of, n_workers,
-                 frag, counters, clock, want_names, cand):
+                 frag, counters, clock, want_names, cand, frag_only=False):
     """Decode one batch. Returns the number of records written to rec*/worker_of.
 
     data: packet bytes (uint8), meta: (n, 4) uint32 rows (sec, usec, offset, caplen);
@@ -136,7 +136,9 @@ def decode_batch(data, meta, wire, datalink, snaplen, rec8, rec16, rec32, rec64,
     counters: capture counters (packet.layout C_*); clock: [running max ts_us].
     With want_names, packets that may carry names (UDP to or from a name port,
     TCP DNS, a TLS ClientHello) are listed in cand: (n, 3) int64 rows of
-    (record index, payload offset in data, payload length); cand[n, 0] holds the count."""
+    (record index, payload offset in data, payload length); cand[n, 0] holds the count.
+    With frag_only, only the clock and the fragment table are brought up to date (a chunk's planning:
+    ``packet.chunks``); nothing is written and the counters are the caller's scratch."""
     n = meta.shape[0]
     n_cand = 0
     has_wire = wire.shape[0] == n
@@ -256,6 +258,8 @@ def decode_batch(data, meta, wire, datalink, snaplen, rec8, rec16, rec32, rec64,
                 counters[L.C_BYTES] += max(wl, cap)
                 continue
             proto = nh
+        if frag_only and not (more_frags and frag_off == 0):
+            continue
         if wl == 0:  # no record header: the packet was cut only if it filled the snaplen
             wl = cap if cap < snaplen else max(cap, (q - p) + ip_len)
         # ---- transport layer
@@ -307,6 +311,8 @@ def decode_batch(data, meta, wire, datalink, snaplen, rec8, rec16, rec32, rec64,
                 frag[s, 4] = tag
                 frag[s, 5] = np.uint64(sport) | (np.uint64(dport) << np.uint64(16))
                 frag[s, 6] = np.uint64(ts)
+        if frag_only:
+            continue
         # ---- normalized key: A is the smaller (address bytes, port)
         order = 0
         for k in range(alen):

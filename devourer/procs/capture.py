@@ -9,6 +9,10 @@ copy each worker's share into its ring, one copy per worker per batch.
 
 Replaying files is lossless (a full ring makes capture wait); live capture never
 waits on a ring: a batch that does not fit is dropped and counted.
+
+With ``--readers N`` there are N capture processes; each takes its chunks of the
+files from a queue the planner fills (``packet.chunks``), reads them itself, and
+marks the end of each chunk in all its rings (``ipc.ordered``).
 """
 
 import os
@@ -21,7 +25,9 @@ import pcapy
 
 from devourer.errors import DamagedCaptureError, SourceError, UsageError
 from devourer.packet import layout as L
+from devourer.ipc.ordered import end_marker
 from devourer.packet.capfile import RecordWalker
+from devourer.packet.chunks import ChunkReader
 from devourer.packet.decode import SUPPORTED_DATALINKS, BatchDecoder
 from devourer.privileges import raise_capture_capabilities
 from devourer.settings import Settings
@@ -363,6 +369,49 @@ class CaptureLoop:
         except pcapy.PcapError:
             return
         self.counters[L.C_KERNEL_DROPPED] = drop + ifdrop
+
+    def run_chunks(self, sources: list[Source], next_chunk) -> int:
+        """Read the chunks ``next_chunk()`` gives (None: no more), each ended by a marker in every ring."""
+        try:
+            while not self.stop_requested() and not self.abort_requested():
+                chunk = next_chunk()
+                if chunk is None:
+                    break
+                if self._read_chunk(sources[chunk.source], chunk):
+                    clock = int(self.decoder.clock[0])
+                    for ring in self.rings:
+                        ring.write(end_marker(clock), self.abort_requested)
+                    if self.name_ring is not None:
+                        self.name_ring.write(end_marker(clock, L.NAME_SLOT_BYTES), self.abort_requested)
+        finally:
+            self._publish_clock()
+            for r in self._all_rings():
+                r.close_producer()
+        return 0
+
+    def _read_chunk(self, src: Source, chunk) -> bool:
+        """Decode and hand on one chunk; False if stopped before its end."""
+        self.decoder.clock[0] = 0  # the chunk's own running maximum; consumers fold in the chunks before
+        self.decoder.frag[:] = 0
+        self.decoder.frag[chunk.frag_slots] = chunk.frag_rows
+        reader = ChunkReader(src.path, chunk, self.settings.batch_packets)
+        consumed = chunk.start
+        try:
+            while True:
+                if self.stop_requested() or self.abort_requested():
+                    return False
+                batch = reader.next()
+                if batch is None:
+                    return True
+                data, meta, wire = self._filtered(src, *batch)
+                n = self.decoder.decode(data, meta, wire, src.datalink, src.snaplen)
+                self._dispatch(n, live=False)
+                self._dispatch_names(live=False)
+                self._publish_clock()
+                self.counters[L.C_INPUT_BYTES] += reader.position - consumed
+                consumed = reader.position
+        finally:
+            reader.close()
 
     def run(self, sources: list[Source]) -> int:
         """Read every source in order; returns 0, or EXIT_DAMAGED's status if one was damaged.

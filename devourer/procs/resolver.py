@@ -15,6 +15,7 @@ import msgpack
 import numpy as np
 
 from devourer.errors import DecodeError
+from devourer.ipc.ordered import OrderedRings
 from devourer.flow.record import format_addr, format_mac
 from devourer.names import extract
 from devourer.packet import layout as L
@@ -119,8 +120,8 @@ class ResolverLoop:
     """``out_queue``: the exporter's queue, or a callable giving the current one (the exporter may be restarted
     with a new queue; what was sent to the old one is lost with it)."""
 
-    def __init__(self, ring, out_queue, counters, parent_pid: int, resolver_id: int, batch_slots: int = 256):
-        self.ring = ring
+    def __init__(self, rings, out_queue, counters, parent_pid: int, resolver_id: int, batch_slots: int = 256):
+        self.input = OrderedRings(rings if isinstance(rings, (list, tuple)) else [rings])
         self.current_queue = out_queue if callable(out_queue) else (lambda: out_queue)
         self.core = NameExtractor(counters)
         self.parent_pid = parent_pid
@@ -145,19 +146,22 @@ class ResolverLoop:
         pause = 1e-4
         last_send = time.monotonic()
         while True:
-            clock = self.ring.clock_us()  # read first: every name packet up to it is then in or behind us
-            n = self.ring.read_into(self.buf)
+            clock = self.input.clock_us()  # read first: every name packet up to it is then in or behind us
+            n, chunk_ended = self.input.read_into(self.buf)
             if n:
                 self.pending.extend(self.core.slots(self.buf[:n]))
+            if chunk_ended:
+                continue
+            if n:
                 pause = 1e-4
                 if len(self.pending) > 2000 or time.monotonic() - last_send > SEND_EVERY_S:
                     self._flush(self.sent_wm)
                     last_send = time.monotonic()
-                if n < len(self.buf) // 4 and not self.ring.closed():
+                if n < len(self.buf) // 4 and len(self.input.rings) == 1 and not self.input.finished():
                     # a trickle: let a batch gather (the ring holds thousands) rather than wake per packet
                     time.sleep(GATHER_S)
                 continue
-            if self.ring.closed() and self.ring.pending() == 0:
+            if self.input.finished():
                 break
             if orphaned(self.parent_pid):
                 return 1

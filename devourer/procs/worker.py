@@ -1,9 +1,10 @@
 """A worker process: drains its ring into its flow-table shard, sends expired flows.
 
 The core is ``flow.table.FlowTable``; this module only moves records from the
-ring to the table and expired rows into its flow ring to the exporter, and
-turns the end of the packet ring (capture closed it) into a final flush and the
-closing of the flow ring.
+ring (one per capture reader, taken in chunk order: ``ipc.ordered``) to the table
+and expired rows into its flow ring to the exporter, and turns the end of the
+packet rings (capture closed them) into a final flush and the closing of the flow
+ring.
 """
 
 import time
@@ -11,15 +12,16 @@ import time
 import numpy as np
 
 from devourer.flow.table import FlowTable
+from devourer.ipc.ordered import OrderedRings
 from devourer.packet import layout as L
 from devourer.procs.common import CTL_ABORT, orphaned
 from devourer.settings import Settings
 
 
 class WorkerLoop:
-    def __init__(self, index: int, settings: Settings, ring, flow_ring, counters, control, parent_pid: int):
+    def __init__(self, index: int, settings: Settings, rings, flow_ring, counters, control, parent_pid: int):
         self.index = index
-        self.ring = ring
+        self.input = OrderedRings(rings)
         self.flow_ring = flow_ring
         self.control = control
         self.parent_pid = parent_pid
@@ -39,13 +41,16 @@ class WorkerLoop:
         pause = 1e-4
         last_clock = 0
         while True:
-            clock = self.ring.clock_us()  # read before the ring: every record up to it is then in or behind us
-            n = self.ring.read_into(self.buf)
+            clock = self.input.clock_us()  # read before the rings: every record up to it is then in or behind us
+            n, chunk_ended = self.input.read_into(self.buf)
             if n:
                 self.table.ingest(self.buf[:n])
+            if chunk_ended:
+                self.table.tick(self.input.clock_us())
+            if n or chunk_ended:
                 pause = 1e-4
                 continue
-            if self.ring.closed() and self.ring.pending() == 0:
+            if self.input.finished():
                 break
             if orphaned(self.parent_pid):
                 return 1
@@ -54,7 +59,7 @@ class WorkerLoop:
                 last_clock = clock
             time.sleep(pause)
             pause = min(pause * 2, 5e-3)
-        self.table.tick(self.ring.clock_us())
+        self.table.tick(self.input.clock_us())
         self.table.flush()
         self.flow_ring.close_producer()  # the exporter's sign that this worker sent everything
         return 0

@@ -1,0 +1,255 @@
+"""Packet-aligned chunks of capture files, so that several capture readers can replay one file.
+
+libpcap reads a file from its start only. With ``--readers N`` the supervisor first walks each file's record
+headers (``plan``) and cuts the files into chunks of about ``chunk_packets`` packets; reader ``k`` then reads
+chunks ``k, k + N, k + 2N, ...`` straight from the file (``ChunkReader``: packets are decoded where they lie in
+a window of the file, with no copy). Workers take the chunks in order (``ipc.ordered``), so every worker sees its
+packets in the order one reader would give them.
+
+What a single reader would carry from one chunk into the next is made good here:
+
+- the capture clock (running maximum of packet time): each chunk starts at 0 and the consumer folds in the
+  maximum of the chunks before (``ipc.ordered``);
+- the fragment table (first fragments that later ones join): the planner runs the decoder's fragment-only mode
+  over the whole file and hands each chunk the table's entries that can still match one of its packets (an
+  entry older than the chunk's earliest packet by more than the fragment lifetime never matches again, and is
+  equivalent to a free slot).
+
+Only classic pcap files (either byte order, micro- or nanoseconds) are cut. A file with damage, with a record
+longer than the snaplen libpcap applies to it (libpcap shortens those), or pcapng, or a pipe: the run reads with
+one reader, which handles all of these (``plan`` returns the reason).
+"""
+
+import os
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from devourer.packet import layout as L
+from devourer.packet.capfile import MAX_RECORD_BYTES, NANOSECOND_MAGICS, PCAP_MAGICS, ST_DAMAGED, ST_EOF, ST_MORE, \
+    ST_OK, _u32
+from devourer.packet.decode import FRAG_TTL_US, decode_batch, new_fragment_table
+
+WINDOW_BYTES = 8 << 20
+MAX_SNAPLEN = 262144  # libpcap's max_snaplen_for_dlt() for every link type we decode
+
+
+@numba.njit(cache=True)
+def index_records(win, base, at_eof, pos, limit, swapped, nanoseconds, snap, want, meta, wire):
+    """Up to ``want`` complete classic-pcap records from file position ``pos`` (< ``limit``), as the decoder takes
+    them: meta rows (sec, usec, offset in ``win``, caplen) and wire lengths. ``win`` holds the file from ``base``.
+    Returns (count, status, next position)."""
+    end = min(base + win.shape[0], limit)
+    n = 0
+    while n < want:
+        if pos >= limit or (pos == end and at_eof):
+            return n, ST_EOF, pos
+        if pos + 16 > end:
+            return n, ST_DAMAGED if at_eof else ST_MORE, pos
+        q = pos - base
+        caplen = _u32(win, q + 8, swapped)
+        if caplen > MAX_SNAPLEN:  # libpcap: "invalid packet capture length"
+            return n, ST_DAMAGED, pos
+        if pos + 16 + caplen > end:
+            return n, ST_DAMAGED if at_eof or pos + 16 + caplen > limit else ST_MORE, pos
+        frac = _u32(win, q + 4, swapped)
+        meta[n, 0] = _u32(win, q, swapped)
+        meta[n, 1] = frac // 1000 if nanoseconds else frac
+        meta[n, 2] = q + 16
+        meta[n, 3] = min(caplen, snap)  # libpcap hands on at most the file's snaplen of a longer record
+        wire[n] = max(_u32(win, q + 12, swapped), caplen)
+        pos += 16 + caplen
+        n += 1
+    return n, ST_OK, pos
+
+
+@dataclass
+class Chunk:
+    """A byte range of one file holding whole records, and the fragment-table entries it starts with."""
+
+    source: int  # index into the run's sources
+    start: int
+    end: int
+    packets: int
+    frag_slots: np.ndarray  # slot indexes of the fragment table ...
+    frag_rows: np.ndarray  # ... and their contents
+
+
+class _Window:
+    """Sequential reads of one file into a reusable buffer (a kernel copy is cheaper than touching a map)."""
+
+    def __init__(self, fd: int, size: int):
+        self.fd, self.size = fd, size
+        self.buf = np.empty(WINDOW_BYTES, np.uint8)
+        self.base, self.len = 0, 0
+
+    def fill(self, pos: int, need: int = 0) -> None:
+        if need > self.buf.shape[0]:
+            self.buf = np.empty(need, np.uint8)
+        want = min(self.buf.shape[0], self.size - pos)
+        view = memoryview(self.buf)[:want]
+        got = 0
+        while got < want:
+            n = os.preadv(self.fd, [view[got:]], pos + got)
+            if n == 0:
+                break
+            got += n
+        self.base, self.len = pos, got
+
+    def args(self):
+        return self.buf[:self.len], self.base, self.base + self.len >= self.size
+
+
+def _header(fd: int):
+    """(swapped, nanoseconds, snap) of a classic pcap file, or None."""
+    head = os.pread(fd, 24, 0)
+    if len(head) < 24 or head[:4] not in PCAP_MAGICS:
+        return None
+    swapped = PCAP_MAGICS[head[:4]]
+    snaplen = int.from_bytes(head[16:20], "big" if swapped else "little")
+    return swapped, head[:4] in NANOSECOND_MAGICS, snaplen if 0 < snaplen <= MAX_SNAPLEN else MAX_SNAPLEN
+
+
+def _record_size(fd: int, pos: int, swapped: bool) -> int:
+    head = os.pread(fd, 16, pos)
+    if len(head) < 16:
+        return 16
+    return 16 + min(int.from_bytes(head[8:12], "big" if swapped else "little"), MAX_RECORD_BYTES)
+
+
+class _Walk:
+    """Batches of records of [start, end) of a classic pcap file, decoded in place."""
+
+    def __init__(self, path: str, start: int, end: int, batch: int):
+        self.fd = os.open(path, os.O_RDONLY)
+        size = os.fstat(self.fd).st_size
+        self.end = min(end, size) if end else size
+        header = _header(self.fd)
+        if header is None:
+            os.close(self.fd)
+            raise ValueError("not a classic pcap file")
+        self.swapped, self.nanoseconds, self.snap = header
+        self.window = _Window(self.fd, size)
+        self.pos = max(start, 24)
+        self.meta = np.zeros((batch, 4), np.uint32)
+        self.wire = np.zeros(batch, np.uint32)
+        self.status = ST_OK
+
+    def next(self, want: int):
+        """(window, meta, wire) of up to ``want`` records, or None at the end (``status`` says how it ended)."""
+        while True:
+            if self.pos >= self.end:
+                self.status = ST_EOF
+                return None
+            win, base, at_eof = self.window.args()
+            if not base <= self.pos < base + len(win):
+                self.window.fill(self.pos)
+                if self.window.len == 0:
+                    self.status = ST_DAMAGED
+                    return None
+                continue
+            n, status, pos = index_records(win, base, at_eof, self.pos, self.end, self.swapped, self.nanoseconds,
+                                           self.snap, want, self.meta, self.wire)
+            if n:
+                self.pos = pos
+                return win, self.meta[:n], self.wire[:n]
+            if status == ST_MORE:  # the next record runs past the window: read on from its start
+                self.window.fill(self.pos, _record_size(self.fd, self.pos, self.swapped))
+                continue
+            self.status = status
+            return None
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+@dataclass
+class Damage:
+    """Where a file's records end in damage (the chunks before it hold every complete record)."""
+
+    source: int
+    offset: int
+
+
+def chunkable(paths: list[str]) -> str | None:
+    """None if every file can be cut into chunks, else why not (the run then reads with one reader)."""
+    for path in paths:
+        if path == "-" or not os.path.isfile(path):
+            return f"{path} is not a regular file"
+        with open(path, "rb") as f:
+            if f.read(4) not in PCAP_MAGICS:
+                return f"{path} is not classic pcap"
+    return None
+
+
+def plan(paths: list[str], datalinks: list[int], chunk_packets: int, batch: int = 4096):
+    """Yield the chunks of these files in order (and a ``Damage`` where a file ends in damage)."""
+    frag = new_fragment_table()
+    counters = np.zeros(L.N_CAPTURE_COUNTERS, np.int64)
+    clock = np.zeros(1, np.int64)
+    records = L.empty_records(batch)
+    worker_of = np.zeros(batch, np.int32)
+    cand = np.zeros((batch + 1, 3), np.int64)
+    r16, r32, r64 = records.view(np.uint16), records.view(np.uint32), records.view(np.uint64)
+    for index, (path, datalink) in enumerate(zip(paths, datalinks)):
+        walk = _Walk(path, 24, 0, batch)
+        try:
+            start, packets, min_ts = walk.pos, 0, None
+            snapshot = _used(frag)
+            while True:
+                got = walk.next(min(batch, chunk_packets - packets))
+                if got is not None:
+                    win, meta, wire = got
+                    ts = meta[:, 0].astype(np.int64) * 1_000_000 + meta[:, 1]
+                    low = int(ts.min())
+                    min_ts = low if min_ts is None else min(min_ts, low)
+                    decode_batch(win, meta, wire, datalink, walk.snap, records, r16, r32, r64, worker_of, 1, frag,
+                                 counters, clock, False, cand, True)
+                    packets += len(meta)
+                if got is None or packets >= chunk_packets:
+                    if packets:
+                        yield Chunk(index, start, walk.pos, packets, *_live(snapshot, min_ts))
+                    if got is None:
+                        break
+                    start, packets, min_ts = walk.pos, 0, None
+                    snapshot = _used(frag)
+            if walk.status != ST_EOF:
+                yield Damage(index, walk.pos)
+        finally:
+            walk.close()
+
+
+def _used(frag: np.ndarray):
+    slots = np.flatnonzero(frag[:, 4] >> np.uint64(63))
+    return slots, frag[slots].copy()
+
+
+def _live(snapshot, min_ts: int):
+    """The entries a chunk whose earliest packet is at ``min_ts`` can still match."""
+    slots, rows = snapshot
+    keep = rows[:, 6].astype(np.int64) >= min_ts - FRAG_TTL_US
+    return slots[keep], rows[keep]
+
+
+class ChunkReader:
+    """Reads the records of one chunk in batches: ``next()`` gives (data, meta, wire) or None at its end."""
+
+    def __init__(self, path: str, chunk: Chunk, batch: int):
+        self._walk = _Walk(path, chunk.start, chunk.end, batch)
+        self._batch = batch
+        self.consumed = 0
+
+    def next(self):
+        got = self._walk.next(self._batch)
+        if got is None:
+            return None
+        self.consumed = self._walk.pos
+        return got
+
+    @property
+    def position(self) -> int:
+        return self._walk.pos
+
+    def close(self) -> None:
+        self._walk.close()
