@@ -106,16 +106,17 @@ class EngineCollector:
                                            labels=["worker"])
         flow_ring = GaugeMetricFamily("devourer_flow_ring_pending", "expired flows waiting in a worker's flow ring "
                                       "for the exporter (the exporter's queue)", labels=["worker"])
-        for i, (r, fr) in enumerate(zip(topo.rings, topo.flow_rings)):
-            ring.add_metric([str(i)], r.pending())
-            ring_dropped.add_metric([str(i)], r.dropped())
+        for i, fr in enumerate(topo.flow_rings):
+            rings = topo.worker_rings(i)  # one per capture reader
+            ring.add_metric([str(i)], sum(r.pending() for r in rings))
+            ring_dropped.add_metric([str(i)], sum(r.dropped() for r in rings))
             flow_ring.add_metric([str(i)], fr.pending())
         yield ring
         yield ring_dropped
         yield flow_ring
-        if topo.name_ring is not None:
+        if topo.name_rings:
             yield _gauge("devourer_resolver_ring_pending", "name packets waiting for the resolver",
-                         topo.name_ring.pending())
+                         sum(r.pending() for r in topo.name_rings))
 
     def _exporter(self):
         e = self.topo.exporter_counters

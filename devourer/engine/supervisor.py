@@ -355,7 +355,7 @@ class Supervisor:
             "unmatched_fragments": int(c[L.C_FRAG_UNMATCHED]),
             "filtered": int(c[L.C_FILTERED]),
             "ring_dropped": int(c[L.C_RING_DROPPED]),
-            "ring_dropped_per_worker": [r.dropped() for r in topo.rings],
+            "ring_dropped_per_worker": [sum(r.dropped() for r in topo.worker_rings(i)) for i in range(topo.n_workers)],
             "kernel_dropped": int(c[L.C_KERNEL_DROPPED]),
             "active_flows": sum(int(w[T.K_ACTIVE]) for w in topo.worker_counters),
             "flows_written": int(topo.exporter_counters[E_FLOWS_WRITTEN]),
