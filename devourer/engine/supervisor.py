@@ -540,23 +540,32 @@ def _next_chunk(chunks, stop_requested):
 
 
 def _plan(settings: Settings, sources, topo: Topology, report) -> int:
-    """The planner: cut the files into chunks and deal them to the readers in turn."""
+    """The planner: cut the files into chunks and deal them to the readers in turn (a few ahead of each)."""
     code, n = EXIT_OK, 0
-    try:
-        for item in plan([s.path for s in sources], [s.datalink for s in sources], settings.chunk_packets,
-                         settings.batch_packets):
-            if topo.control[CTL_STOP] or topo.control[CTL_ABORT]:
-                break
-            if isinstance(item, Damage):
-                report(f"capture file {sources[item.source].name} is damaged at byte {item.offset} (a record is "
-                       "cut short or impossible); every complete packet before it was counted", "error")
-                code = EXIT_DAMAGED
+    stopping = lambda: bool(topo.control[CTL_STOP] or topo.control[CTL_ABORT])  # noqa: E731
+
+    def put(q, item) -> bool:
+        while not stopping():
+            try:
+                q.put(item, timeout=TICK_S)
+                return True
+            except queue_mod.Full:
                 continue
-            topo.chunk_queues[n % len(topo.chunk_queues)].put(item)
-            n += 1
-    finally:
-        for q in topo.chunk_queues:
-            q.put(None)
+        return False
+
+    for item in plan([s.path for s in sources], [s.datalink for s in sources], settings.chunk_packets,
+                     settings.batch_packets):
+        if isinstance(item, Damage):
+            report(f"capture file {sources[item.source].name} is damaged at byte {item.offset} (a record is "
+                   "cut short or impossible); every complete packet before it was counted", "error")
+            code = EXIT_DAMAGED
+            continue
+        if not put(topo.chunk_queues[n % len(topo.chunk_queues)], item):
+            break
+        n += 1
+    for q in topo.chunk_queues:
+        if not put(q, None):
+            q.cancel_join_thread()  # the readers stop on their own; what is queued is not needed
     return code
 
 

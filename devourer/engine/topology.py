@@ -27,7 +27,8 @@ from devourer.settings import Settings
 EXPORT_QUEUE_MESSAGES = 256
 FLOW_RING_SLOTS = 1 << 16  # per worker: 8 MiB of expired flow rows on their way to the exporter
 SHM_PREFIX = "devourer-"
-MAX_CHANNEL_RESTARTS = 6  # exporter + resolver restarts per run (live mode); each gets a queue of its own
+MAX_CHANNEL_RESTARTS = 6
+CHUNKS_AHEAD = 4  # chunks planned but not yet taken, per reader  # exporter + resolver restarts per run (live mode); each gets a queue of its own
 
 
 def remove_stale_segments(shm_dir: str = SHM_DIR) -> list[str]:
@@ -124,7 +125,8 @@ class Topology:
         self.export_queues = [self.ctx.Queue(EXPORT_QUEUE_MESSAGES) for _ in range(1 + MAX_CHANNEL_RESTARTS)]
         self.reports = self.ctx.Queue()
         # chunks for the readers (several readers only): one queue each, filled by the planner
-        self.chunk_queues = [self.ctx.Queue() for _ in range(self.n_readers)] if self.n_readers > 1 else []
+        self.chunk_queues = ([self.ctx.Queue(CHUNKS_AHEAD) for _ in range(self.n_readers)] if self.n_readers > 1
+                             else [])
 
     def worker_rings(self, w: int) -> list[Ring]:
         """Worker w's input: one ring per reader, in reader order."""

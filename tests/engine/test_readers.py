@@ -139,14 +139,21 @@ def test_readers_is_for_files():
 
 
 def test_sigterm_mid_replay_counts_every_packet_read(tmp_path, small_capture):
-    proc = subprocess.Popen([*DEVOURER, "capture", "-r", str(small_capture), "-r", str(small_capture), "-o", "file",
-                             "-w", str(tmp_path / "f.jsonl"), "--readers", "3", "--chunk-size", "2000"],
+    files = [x for _ in range(10) for x in ("-r", str(small_capture))]  # 1 M packets
+    proc = subprocess.Popen([*DEVOURER, "capture", *files, "-o", "file", "-w", str(tmp_path / "f.jsonl"),
+                             "--readers", "3", "--chunk-size", "2000", "-s", "100ms"],
                             stderr=subprocess.PIPE, text=True)
-    time.sleep(1.5)
+    lines = []
+    for line in proc.stderr:  # stop once it is reading
+        lines.append(line)
+        if "stats:" in line and " 0 packets read" not in line:
+            break
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
+    err = "".join(lines) + err
     assert proc.returncode == 0, err
-    assert packets_add_up(summary_counts(err))
+    counts = summary_counts(err)
+    assert packets_add_up(counts) and 0 < counts["packets read"] < 1_000_000
 
 
 def test_plan_covers_every_record_once(tmp_path):
