@@ -238,9 +238,9 @@ def build_parser() -> _Parser:
     eng.add_argument("--workers", type=_typed(_positive_int, "count"), default=default_workers(),
                      help="flow-table worker processes")
     eng.add_argument("--readers", type=_typed(_positive_int, "count"), default=1,
-                     help="capture processes reading the files (replay of classic pcap files): each reads chunks "
-                          "of the files and hashes their packets to the workers; the records are the same as with "
-                          "one. Pays on many cores, where one reader cannot keep the workers busy")
+                     help="capture processes: replaying classic pcap files, each reads chunks of the files (the "
+                          "records are the same as with one); live, each reads its share of the interface's flows "
+                          "(PACKET_FANOUT). Pays on many cores, where one reader cannot keep the workers busy")
     eng.add_argument("--chunk-size", type=_typed(_positive_int, "count"), default=65536,
                      help="with several readers: packets per chunk of a file")
     eng.add_argument("--batch-size", type=_typed(_positive_int, "count"), default=4096,
@@ -275,8 +275,6 @@ def settings_from_args(args) -> Settings:
             raise UsageError(f"--{name.replace('_', '-')} must not be negative")
     if args.flow_timeout == 0:
         raise UsageError("--flow-timeout must be greater than 0")
-    if args.readers > 1 and args.interface:
-        raise UsageError("--readers is for replaying files; live capture reads with one reader")
     run_as = None
     if args.group and not args.user:
         raise UsageError("--group is only used with --user")

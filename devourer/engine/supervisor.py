@@ -160,7 +160,7 @@ class Supervisor:
         def resolver_main():
             parent = become_child("resolver")
             loop = ResolverLoop(topo.name_rings, lambda: topo.export_queue, topo.resolver_counters, parent,
-                                topo.resolver_id)
+                                topo.resolver_id, ordered=not settings.live)
             code = loop.run()
             for q in topo.export_queues:  # flush to the current exporter; what a dead one left is abandoned
                 q.close()
@@ -183,6 +183,8 @@ class Supervisor:
                 report=reporter("capture"), name_ring=topo.name_rings[k] if topo.name_rings else None)
             if topo.n_readers == 1:
                 code = loop.run(sources)
+            elif settings.live:
+                code = loop.run(sources[k:k + 1])
             else:
                 code = loop.run_chunks(sources, lambda: _next_chunk(topo.chunk_queues[k], stop_requested))
             topo.reports.close()
@@ -207,7 +209,8 @@ class Supervisor:
         if topo.n_readers == 1:
             self.children["capture"] = ctx.Process(target=capture_main, name="devourer-capture")
         else:
-            self.children["planner"] = ctx.Process(target=planner_main, name="devourer-planner")
+            if not settings.live:
+                self.children["planner"] = ctx.Process(target=planner_main, name="devourer-planner")
             for k in range(topo.n_readers):
                 self.children[f"capture {k}"] = ctx.Process(target=capture_main, args=(k,),
                                                             name=f"devourer-capture-{k}")
@@ -439,7 +442,7 @@ class Supervisor:
 
     def _choose_readers(self, settings: Settings) -> Settings:
         """Several readers only where the files can be cut into chunks; else one, saying why."""
-        if settings.readers == 1:
+        if settings.readers == 1 or settings.live:
             return settings
         why = "--bpf filters in one reader" if settings.bpf else chunkable(list(settings.read_files))
         if why is None:

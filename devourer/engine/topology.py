@@ -125,7 +125,8 @@ class Topology:
         self.export_queues = [self.ctx.Queue(EXPORT_QUEUE_MESSAGES) for _ in range(1 + MAX_CHANNEL_RESTARTS)]
         self.reports = self.ctx.Queue()
         # chunks for the readers (several readers only): one queue each, filled by the planner
-        self.chunk_queues = ([self.ctx.Queue(CHUNKS_AHEAD) for _ in range(self.n_readers)] if self.n_readers > 1
+        self.chunk_queues = ([self.ctx.Queue(CHUNKS_AHEAD) for _ in range(self.n_readers)]
+                             if self.n_readers > 1 and not settings.live
                              else [])
 
     def worker_rings(self, w: int) -> list[Ring]:

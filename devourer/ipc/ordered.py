@@ -9,6 +9,9 @@ writes.
 
 A reader that stopped early (a signal, an error) closes its rings without marking its last chunk: its ring is then
 passed over, so that every packet read is still counted.
+
+Live capture with several readers (PACKET_FANOUT) has no chunks: the kernel puts both directions of a flow on the
+same reader, so the rings are read as they fill.
 """
 
 import numpy as np
@@ -27,19 +30,32 @@ def end_marker(clock_us: int, slot_bytes: int = L.RECORD_BYTES) -> np.ndarray:
 
 
 class OrderedRings:
-    def __init__(self, rings):
+    """``ordered``: replay, chunks in turn. Otherwise (live capture with PACKET_FANOUT) the kernel keeps each flow
+    on one reader, so the rings are taken as they come, and time is the earliest of the readers' clocks."""
+
+    def __init__(self, rings, ordered: bool = True):
         self.rings = list(rings)
+        self.ordered = ordered
         self.current = 0
         self.clock = 0  # running maximum of packet time over the chunks taken so far
 
     def clock_us(self) -> int:
         """Time up to which every record is in the rings or taken (read it before reading)."""
-        return self.rings[0].clock_us() if len(self.rings) == 1 else self.clock
+        if len(self.rings) == 1:
+            return self.rings[0].clock_us()
+        return self.clock if self.ordered else min(r.clock_us() for r in self.rings)
 
     def read_into(self, out: np.ndarray) -> tuple[int, bool]:
         """Copy up to len(out) records of the current chunk into ``out``; (count, whether the chunk ended)."""
         if len(self.rings) == 1:
             return self.rings[0].read_into(out), False
+        if not self.ordered:
+            for _ in range(len(self.rings)):
+                self.current = (self.current + 1) % len(self.rings)
+                n = self.rings[self.current].read_into(out)
+                if n:
+                    return n, False
+            return 0, False
         for _ in range(len(self.rings)):
             ring = self.rings[self.current]
             closed = ring.closed()  # read first: once closed, what is in the ring is all there will be

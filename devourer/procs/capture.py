@@ -86,7 +86,7 @@ ACTIVATE_ERRORS = {
 PERMISSION_HINT = " (run as root, or grant the program CAP_NET_RAW and CAP_NET_ADMIN)"
 
 
-def open_interface(name: str, settings: Settings) -> Source:
+def open_interface(name: str, settings: Settings, fanout_group: int | None = None) -> Source:
     raise_capture_capabilities()
     try:
         handle = pcapy.create(name)
@@ -111,6 +111,12 @@ def open_interface(name: str, settings: Settings) -> Source:
     datalink = handle.datalink()
     if datalink not in SUPPORTED_DATALINKS:
         raise SourceError(f"interface {name}: unsupported link type {datalink}")
+    if fanout_group is not None:
+        try:
+            handle.set_fanout(fanout_group, pcapy.PACKET_FANOUT_HASH)
+        except (pcapy.PcapError, OSError) as e:
+            raise SourceError(f"interface {name}: cannot share it between --readers (PACKET_FANOUT): "
+                              f"{_pcap_reason(e)}") from None
     if settings.bpf:
         try:
             handle.setfilter(settings.bpf)
@@ -121,7 +127,11 @@ def open_interface(name: str, settings: Settings) -> Source:
 
 def open_sources(settings: Settings) -> list[Source]:
     if settings.interface:
-        return [open_interface(settings.interface, settings)]
+        if settings.readers == 1:
+            return [open_interface(settings.interface, settings)]
+        # one handle per reader, in one PACKET_FANOUT group: the kernel hashes each flow (both directions) to one
+        group = os.getpid() & 0xFFFF
+        return [open_interface(settings.interface, settings, group) for _ in range(settings.readers)]
     return [open_file(p, settings) for p in settings.read_files]
 
 

@@ -120,8 +120,9 @@ class ResolverLoop:
     """``out_queue``: the exporter's queue, or a callable giving the current one (the exporter may be restarted
     with a new queue; what was sent to the old one is lost with it)."""
 
-    def __init__(self, rings, out_queue, counters, parent_pid: int, resolver_id: int, batch_slots: int = 256):
-        self.input = OrderedRings(rings if isinstance(rings, (list, tuple)) else [rings])
+    def __init__(self, rings, out_queue, counters, parent_pid: int, resolver_id: int, batch_slots: int = 256,
+                 ordered: bool = True):
+        self.input = OrderedRings(rings if isinstance(rings, (list, tuple)) else [rings], ordered)
         self.current_queue = out_queue if callable(out_queue) else (lambda: out_queue)
         self.core = NameExtractor(counters)
         self.parent_pid = parent_pid

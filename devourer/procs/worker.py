@@ -21,7 +21,7 @@ from devourer.settings import Settings
 class WorkerLoop:
     def __init__(self, index: int, settings: Settings, rings, flow_ring, counters, control, parent_pid: int):
         self.index = index
-        self.input = OrderedRings(rings)
+        self.input = OrderedRings(rings, ordered=not settings.live)
         self.flow_ring = flow_ring
         self.control = control
         self.parent_pid = parent_pid

@@ -137,6 +137,42 @@ def test_live_capture_on_veth_matches_tcpdump(veth, tmp_path, no_shm_leftovers):
     assert _ours(live) == _ours(replay)
 
 
+def test_several_live_readers_share_the_interface(veth, tmp_path, no_shm_leftovers):
+    """--readers 3 live: three handles in one PACKET_FANOUT group; the kernel keeps each flow on one of them, and
+    the flows are those of tcpdump's recording replayed by one reader."""
+    ns, iface = veth
+    out = tmp_path / "live.jsonl"
+    ref_pcap = tmp_path / "tcpdump.pcap"
+    tcpdump = subprocess.Popen(["tcpdump", "-i", iface, "-U", "-w", str(ref_pcap)], stderr=subprocess.PIPE)
+    proc = subprocess.Popen([*DEVOURER, "capture", "-i", iface, "--workers", "2", "--readers", "3", "-o", "file",
+                             "-w", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        deadline = time.monotonic() + 60
+        while "dvr-capture-2" not in children_of(proc.pid).values() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        readers = [n for n in children_of(proc.pid).values() if n.startswith("dvr-capture")]
+        time.sleep(1.5)
+        _traffic(ns)
+        _in_ns(ns, "import socket\n"  # 40 more flows, both ways, for the kernel to spread over the readers
+                   + "".join(f"s{i}=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s{i}.bind(('{NS_ADDR}',{20000 + i}))\n"
+                             f"s{i}.sendto(b'p'*{i + 1},('{HOST_ADDR}',{UDP_PORT}))\n" for i in range(40)))
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        tcpdump.send_signal(signal.SIGTERM)
+        tcpdump.wait(timeout=30)
+    assert proc.returncode == 0, err
+    assert sorted(readers) == ["dvr-capture-0", "dvr-capture-1", "dvr-capture-2"]
+    assert packets_add_up(summary_counts(err))
+    live = parse_records(out.read_text())
+    replay, rproc = capture_records(ref_pcap, tmp_path=tmp_path)
+    assert rproc.returncode == 0
+    assert len(_ours(live)) >= 43 and _ours(live) == _ours(replay)
+
+
 def _ours(records):
     return sorted((_key(r), r["src_stat"]["packets"], r["src_stat"]["bytes"], r["dst_stat"]["packets"],
                    r["dst_stat"]["bytes"]) for r in records if {r["src"]["addr"], r["dst"]["addr"]} == {NS_ADDR, HOST_ADDR})

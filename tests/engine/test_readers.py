@@ -131,13 +131,6 @@ def test_where_chunks_cannot_be_cut_one_reader_reads(tmp_path):
     assert "reading with one reader: --bpf" in filtered[3]
 
 
-def test_readers_is_for_files():
-    proc = run_devourer("capture", "-i", "lo", "--readers", "2")
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [
-        "devourer: error: --readers is for replaying files; live capture reads with one reader"]
-
-
 def test_sigterm_mid_replay_counts_every_packet_read(tmp_path, small_capture):
     files = [x for _ in range(10) for x in ("-r", str(small_capture))]  # 1 M packets
     proc = subprocess.Popen([*DEVOURER, "capture", *files, "-o", "file", "-w", str(tmp_path / "f.jsonl"),
