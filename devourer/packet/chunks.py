@@ -238,14 +238,9 @@ class ChunkReader:
     def __init__(self, path: str, chunk: Chunk, batch: int):
         self._walk = _Walk(path, chunk.start, chunk.end, batch)
         self._batch = batch
-        self.consumed = 0
 
     def next(self):
-        got = self._walk.next(self._batch)
-        if got is None:
-            return None
-        self.consumed = self._walk.pos
-        return got
+        return self._walk.next(self._batch)
 
     @property
     def position(self) -> int:

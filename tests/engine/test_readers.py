@@ -17,7 +17,7 @@ from devourer.ipc.ring import Ring
 from devourer.packet import layout as L
 from devourer.packet.chunks import Chunk, Damage, plan
 from tests.conftest import DEVOURER, PCAPS, packets_add_up, run_devourer, summary_counts
-from tests.pcapbuild import ethernet, ipv4, pcap_header, pcap_record, udp, write_pcap
+from tests.pcapbuild import ethernet, ipv4, udp, write_pcap
 
 A, B = "02:00:00:00:00:01", "02:00:00:00:00:02"
 T0 = 1_700_000_000.0
