@@ -152,6 +152,33 @@ def walk_pcapng(win, base, at_eof, pos, swapped_in, want, start, wire_out, cap_o
     return n, ST_OK, pos
 
 
+class FileWindow:
+    """Sequential reads of one file into a reusable buffer (a kernel copy is cheaper than touching a map)."""
+
+    def __init__(self, fd: int, size: int, window_bytes: int = WINDOW_BYTES):
+        self.fd, self.size = fd, size
+        self.buf = np.empty(window_bytes, np.uint8)
+        self.base, self.len = 0, 0
+
+    def fill(self, pos: int, need: int = 0) -> None:
+        """Make the window start at ``pos`` (and hold at least ``need`` bytes when the file has them)."""
+        if need > self.buf.shape[0]:
+            self.buf = np.empty(need, np.uint8)
+        want = min(self.buf.shape[0], self.size - pos)
+        view = memoryview(self.buf)[:want]
+        got = 0
+        while got < want:
+            n = os.preadv(self.fd, [view[got:]], pos + got)
+            if n == 0:
+                break
+            got += n
+        self.base, self.len = pos, got
+
+    def args(self):
+        """(bytes held, their file offset, whether they reach the end of the file), as the walkers take them."""
+        return self.buf[:self.len], self.base, self.base + self.len >= self.size
+
+
 class RecordWalker:
     """Reads one capture file's record headers in step with libpcap.
 
@@ -172,9 +199,7 @@ class RecordWalker:
         else:
             self._swapped = PCAP_MAGICS[head]
             self._pos = 24
-        self._window = np.empty(WINDOW_BYTES, np.uint8)
-        self._base = 0
-        self._len = 0
+        self._win = FileWindow(self._fd, self._size)
         self._wire = np.zeros(batch_packets, np.uint32)
         self._cap = np.zeros(batch_packets, np.uint32)
         self._end = np.zeros(batch_packets, np.int64)
@@ -195,24 +220,6 @@ class RecordWalker:
             return False
         return head in PCAP_MAGICS or head == PCAPNG_SHB
 
-    # ---- the window
-    def _fill(self, pos: int, need: int = 0) -> None:
-        """Make the window start at ``pos`` (and hold at least ``need`` bytes when the file has them)."""
-        if need > self._window.shape[0]:
-            self._window = np.empty(need, np.uint8)
-        want = min(self._window.shape[0], self._size - pos)
-        view = memoryview(self._window)[:want]
-        got = 0
-        while got < want:
-            n = os.preadv(self._fd, [view[got:]], pos + got)
-            if n == 0:
-                break
-            got += n
-        self._base, self._len = pos, got
-
-    def _args(self):
-        return self._window[:self._len], self._base, self._base + self._len >= self._size
-
     # ---- classic pcap, after libpcap
     def gather(self, caplens: np.ndarray):
         """Wire lengths of the records libpcap just returned (moving past them), or
@@ -222,9 +229,9 @@ class RecordWalker:
             self._wire = np.zeros(n, np.uint32)
         i, pos = 0, self._pos
         while True:
-            win, base, at_eof = self._args()
-            if not base <= pos <= base + self._len:
-                self._fill(pos)
+            win, base, at_eof = self._win.args()
+            if not base <= pos <= base + len(win):
+                self._win.fill(pos)
                 continue
             i, pos, status = gather_pcap(win, base, at_eof, pos, self._swapped, caplens, i, self._wire)
             if status == ST_OK:
@@ -232,7 +239,7 @@ class RecordWalker:
                 return self._wire[:n]
             if status == ST_DAMAGED:
                 return None
-            self._fill(pos)
+            self._win.fill(pos)
 
     def recover(self, k: int):
         """After libpcap failed mid-batch: (data, meta, wire) of the complete records
@@ -262,9 +269,9 @@ class RecordWalker:
         k = min(k, self._wire.shape[0])
         n, pos, swapped = 0, self._pos, self._swapped
         while True:
-            win, base, at_eof = self._args()
-            if not base <= pos <= base + self._len:
-                self._fill(pos)
+            win, base, at_eof = self._win.args()
+            if not base <= pos <= base + len(win):
+                self._win.fill(pos)
                 continue
             if self.is_pcapng:
                 n, status, pos = walk_pcapng(win, base, at_eof, pos, swapped, k, n, self._wire, self._cap, self._end,
@@ -276,8 +283,8 @@ class RecordWalker:
             if status == ST_MORE:
                 # the next record did not fit: read on from its start, big enough for it
                 need = self._record_size(pos)
-                self._fill(pos, need)
-                if self._base + self._len < pos + need:  # the file ends inside it
+                self._win.fill(pos, need)
+                if self._win.base + self._win.len < pos + need:  # the file ends inside it
                     status = ST_DAMAGED
                 else:
                     continue

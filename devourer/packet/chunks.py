@@ -27,8 +27,8 @@ import numba
 import numpy as np
 
 from devourer.packet import layout as L
-from devourer.packet.capfile import MAX_RECORD_BYTES, NANOSECOND_MAGICS, PCAP_MAGICS, ST_DAMAGED, ST_EOF, ST_MORE, \
-    ST_OK, _u32
+from devourer.packet.capfile import (MAX_RECORD_BYTES, NANOSECOND_MAGICS, PCAP_MAGICS, ST_DAMAGED, ST_EOF,
+                                      ST_MORE, ST_OK, FileWindow, _u32)
 from devourer.packet.decode import FRAG_TTL_US, decode_batch, new_fragment_table
 
 WINDOW_BYTES = 8 << 20
@@ -76,31 +76,6 @@ class Chunk:
     frag_rows: np.ndarray  # ... and their contents
 
 
-class _Window:
-    """Sequential reads of one file into a reusable buffer (a kernel copy is cheaper than touching a map)."""
-
-    def __init__(self, fd: int, size: int):
-        self.fd, self.size = fd, size
-        self.buf = np.empty(WINDOW_BYTES, np.uint8)
-        self.base, self.len = 0, 0
-
-    def fill(self, pos: int, need: int = 0) -> None:
-        if need > self.buf.shape[0]:
-            self.buf = np.empty(need, np.uint8)
-        want = min(self.buf.shape[0], self.size - pos)
-        view = memoryview(self.buf)[:want]
-        got = 0
-        while got < want:
-            n = os.preadv(self.fd, [view[got:]], pos + got)
-            if n == 0:
-                break
-            got += n
-        self.base, self.len = pos, got
-
-    def args(self):
-        return self.buf[:self.len], self.base, self.base + self.len >= self.size
-
-
 def _header(fd: int):
     """(swapped, nanoseconds, snap) of a classic pcap file, or None."""
     head = os.pread(fd, 24, 0)
@@ -130,7 +105,7 @@ class _Walk:
             os.close(self.fd)
             raise ValueError("not a classic pcap file")
         self.swapped, self.nanoseconds, self.snap = header
-        self.window = _Window(self.fd, size)
+        self.window = FileWindow(self.fd, size, WINDOW_BYTES)
         self.pos = max(start, 24)
         self.meta = np.zeros((batch, 4), np.uint32)
         self.wire = np.zeros(batch, np.uint32)
