@@ -19,7 +19,7 @@ import time
 
 import multiprocess.connection
 
-from devourer import logs
+from devourer import jitcache, logs
 from devourer.engine import progress
 from devourer.engine.metrics import MetricsServer
 from devourer.engine.progress import ProgressBar
@@ -48,11 +48,12 @@ RESTART_WINDOW_S = 60.0
 
 
 def _warm_up_chunks() -> None:
-    """The planner's and the chunk readers' loops (several readers only)."""
+    """The planner's and the chunk readers' loops (several readers only), called with the array
+    kinds they are called with there (writable windows and meta, unlike libpcap's bytes)."""
     import numpy as np
 
     from devourer.packet import chunks
-    from devourer.packet.decode import decode_batch, new_fragment_table
+    from devourer.packet.decode import BatchDecoder, decode_batch, new_fragment_table
 
     window = np.zeros(64, np.uint8)
     meta, wire = np.zeros((1, 4), np.uint32), np.zeros(1, np.uint32)
@@ -62,6 +63,9 @@ def _warm_up_chunks() -> None:
                  records.view(np.uint64), np.zeros(1, np.int32), 1, new_fragment_table(16),
                  np.zeros(L.N_CAPTURE_COUNTERS, np.int64), np.zeros(1, np.int64), False, np.zeros((2, 3), np.int64),
                  True)
+    dec = BatchDecoder(4, 1, np.zeros(L.N_CAPTURE_COUNTERS, np.int64), want_names=True)
+    dec.decode(window, meta[:0], wire[:0], 1, 262144)
+    dec.name_packets()
 
 
 def _warm_up() -> None:
@@ -78,9 +82,9 @@ def _warm_up() -> None:
     n = dec.decode(pkt, meta, np.array([len(pkt)], np.uint32), 1, 262144)
     dec.name_packets()
     expired = []
-    table = FlowTable(1, 1, 10, expired.append)
-    table.ingest(dec.records[:n])
-    table.tick(10**7)
+    table = FlowTable(10**9, 10**9, 10, expired.append)
+    table.ingest(dec.records[:n])  # and scans for idle flows
+    table._grow()
     table.flush()
     from devourer.names.table import NameTable
     from devourer.outputs.format import RecordFormatter
@@ -89,9 +93,10 @@ def _warm_up() -> None:
     from devourer.packet import capfile
 
     window = np.zeros(64, np.uint8)
-    caplens = np.zeros(1, np.uint32)
     out32, out64, state = np.zeros(1, np.uint32), np.zeros(1, np.int64), np.zeros(2, np.bool_)
-    capfile.gather_pcap(window, 0, True, 0, False, caplens, 0, out32)
+    for rows in (1, 2):  # the capture loop's slice of libpcap's meta: contiguous only when one row
+        caplens = np.frombuffer(meta * rows, np.uint32).reshape(-1, 4)[:, 3]
+        capfile.gather_pcap(window, 0, True, 0, False, caplens, 0, out32)
     capfile.walk_pcap(window, 0, True, 0, False, 1, 0, out32, out32.copy(), out64)
     capfile.walk_pcapng(window, 0, True, 0, False, 1, 0, out32, out32.copy(), out64, state)
 
@@ -458,9 +463,10 @@ class Supervisor:
         check_output(settings, warn=lambda text: self._say(text, "warning"))
         if settings.metrics_port:
             self.metrics = MetricsServer(settings)
-        _warm_up()
-        if settings.readers > 1:
-            _warm_up_chunks()
+        with jitcache.cached_loads():
+            _warm_up()
+            if settings.readers > 1:
+                _warm_up_chunks()
         if stale := remove_stale_segments():  # before --user: a dead root run's segments are root's
             self._say(f"removed {len(stale)} shared-memory segment(s) left by a killed run "
                       f"(/dev/shm/{stale[0]}{', ...' if len(stale) > 1 else ''})", "warning")
