@@ -20,3 +20,6 @@ def _numba_cache_dir() -> None:
 
 
 _numba_cache_dir()
+# numpy's BLAS starts a thread per core on import, whose spinning took CPU from the capture on small
+# machines; devourer does no linear algebra.
+_os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

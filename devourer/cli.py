@@ -6,6 +6,7 @@ e.g. ``DEVOURER_FLOW_TIMEOUT=60s``) or from a config file (``-c FILE``, lines of
 A wrong flag or value is one line on stderr and exit status 2.
 """
 
+import gc
 import os
 import re
 import socket
@@ -329,6 +330,9 @@ def main(argv=None) -> int:
     try:
         _configure_logs(args)
         settings = settings_from_args(args)
+        # The engine's imports and warm-up create a few hundred thousand long-lived objects (numba):
+        # collecting while they are made only costs time; the supervisor freezes them before forking.
+        gc.disable()
         from devourer.engine.supervisor import run
 
         return run(settings)

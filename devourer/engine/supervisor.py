@@ -12,6 +12,7 @@ written), EXIT_FAILURE when a child died or the output failed.
 """
 
 import dataclasses
+import gc
 import os
 import queue as queue_mod
 import signal
@@ -467,6 +468,8 @@ class Supervisor:
             _warm_up()
             if settings.readers > 1:
                 _warm_up_chunks()
+        gc.freeze()  # what exists now lives for the whole run: no collection in any process walks it again
+        gc.enable()
         if stale := remove_stale_segments():  # before --user: a dead root run's segments are root's
             self._say(f"removed {len(stale)} shared-memory segment(s) left by a killed run "
                       f"(/dev/shm/{stale[0]}{', ...' if len(stale) > 1 else ''})", "warning")
