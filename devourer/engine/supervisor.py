@@ -48,39 +48,34 @@ MAX_RESTARTS = 5  # restarts of one worker within RESTART_WINDOW_S before the ru
 RESTART_WINDOW_S = 60.0
 
 
-def _warm_up_chunks() -> None:
-    """The planner's and the chunk readers' loops (several readers only), called with the array
-    kinds they are called with there (writable windows and meta, unlike libpcap's bytes)."""
+def _warm_up_planner() -> None:
+    """The planner's fragment-only decoding (several readers only)."""
     import numpy as np
 
-    from devourer.packet import chunks
-    from devourer.packet.decode import BatchDecoder, decode_batch, new_fragment_table
+    from devourer.packet.decode import decode_batch, new_fragment_table
 
-    window = np.zeros(64, np.uint8)
-    meta, wire = np.zeros((1, 4), np.uint32), np.zeros(1, np.uint32)
-    chunks.index_records(window, 0, True, 0, 64, False, False, 262144, 1, meta, wire)
+    window, meta, wire = np.zeros(64, np.uint8), np.zeros((1, 4), np.uint32), np.zeros(1, np.uint32)
     records = L.empty_records(1)
     decode_batch(window, meta[:0], wire[:0], 1, 262144, records, records.view(np.uint16), records.view(np.uint32),
                  records.view(np.uint64), np.zeros(1, np.int32), 1, new_fragment_table(16),
                  np.zeros(L.N_CAPTURE_COUNTERS, np.int64), np.zeros(1, np.int64), False, np.zeros((2, 3), np.int64),
                  True)
-    dec = BatchDecoder(4, 1, np.zeros(L.N_CAPTURE_COUNTERS, np.int64), want_names=True)
-    dec.decode(window, meta[:0], wire[:0], 1, 262144)
-    dec.name_packets()
 
 
 def _warm_up() -> None:
-    """Compile (or load from cache) the hot loops once, before forking, so children inherit them."""
+    """Compile (or load from cache) the hot loops once, before forking, so children inherit them: each called
+    with the kinds of arrays it gets in the run (a differently typed call would load again, in the child)."""
     import numpy as np
 
     from devourer.flow.table import FlowTable
+    from devourer.packet import capfile, chunks
     from devourer.packet.decode import BatchDecoder
 
     counters = np.zeros(L.N_CAPTURE_COUNTERS, np.int64)
     dec = BatchDecoder(4, 1, counters, want_names=True)
     pkt = bytes.fromhex("ffffffffffff0200000000010800450000280001000040060000c0a80001c0a80002" "0050d43100000000000000005002000000000000")
-    meta = np.array([[1, 0, 0, len(pkt)]], np.uint32).tobytes()
-    n = dec.decode(pkt, meta, np.array([len(pkt)], np.uint32), 1, 262144)
+    meta = np.array([[1, 0, 0, len(pkt)]], np.uint32)
+    n = dec.decode(pkt, meta.tobytes(), np.array([len(pkt)], np.uint32), 1, 262144)  # libpcap's bytes
     dec.name_packets()
     expired = []
     table = FlowTable(10**9, 10**9, 10, expired.append)
@@ -91,14 +86,13 @@ def _warm_up() -> None:
     from devourer.outputs.format import RecordFormatter
 
     RecordFormatter("warm-up").lines(np.concatenate(expired), NameTable())
-    from devourer.packet import capfile
 
-    window = np.zeros(64, np.uint8)
+    window = np.frombuffer(pkt, np.uint8).copy()  # a classic pcap file's window, decoded in place
+    wire = np.zeros(1, np.uint32)
+    chunks.index_records(window, 0, True, 0, 0, False, False, 262144, 1, meta, wire)
+    dec.decode(window, meta, wire, 1, 262144)
+    dec.name_packets()
     out32, out64, state = np.zeros(1, np.uint32), np.zeros(1, np.int64), np.zeros(2, np.bool_)
-    for rows in (1, 2):  # the capture loop's slice of libpcap's meta: contiguous only when one row
-        caplens = np.frombuffer(meta * rows, np.uint32).reshape(-1, 4)[:, 3]
-        capfile.gather_pcap(window, 0, True, 0, False, caplens, 0, out32)
-    capfile.walk_pcap(window, 0, True, 0, False, 1, 0, out32, out32.copy(), out64)
     capfile.walk_pcapng(window, 0, True, 0, False, 1, 0, out32, out32.copy(), out64, state)
 
 
@@ -467,7 +461,7 @@ class Supervisor:
         with jitcache.cached_loads():
             _warm_up()
             if settings.readers > 1:
-                _warm_up_chunks()
+                _warm_up_planner()
         gc.freeze()  # what exists now lives for the whole run: no collection in any process walks it again
         gc.enable()
         if stale := remove_stale_segments():  # before --user: a dead root run's segments are root's

@@ -208,10 +208,11 @@ def _live(snapshot, min_ts: int):
 
 
 class ChunkReader:
-    """Reads the records of one chunk in batches: ``next()`` gives (data, meta, wire) or None at its end."""
+    """Reads the records of one chunk (or of a whole file) in batches: ``next()`` gives (data, meta, wire) or
+    None at its end."""
 
-    def __init__(self, path: str, chunk: Chunk, batch: int):
-        self._walk = _Walk(path, chunk.start, chunk.end, batch)
+    def __init__(self, path: str, chunk: Chunk | None, batch: int):
+        self._walk = _Walk(path, 0, 0, batch) if chunk is None else _Walk(path, chunk.start, chunk.end, batch)
         self._batch = batch
 
     def next(self):
@@ -220,6 +221,19 @@ class ChunkReader:
     @property
     def position(self) -> int:
         return self._walk.pos
+
+    def damage(self) -> str | None:
+        """Once ``next()`` gave None: why the records ended before the end of the file, or None."""
+        if self._walk.status != ST_DAMAGED:
+            return None
+        walk = self._walk
+        left = walk.window.size - walk.pos
+        if left < 16:
+            return f"the file ends inside a record header: {left} of its 16 bytes are there"
+        caplen = int.from_bytes(os.pread(walk.fd, 16, walk.pos)[8:12], "big" if walk.swapped else "little")
+        if caplen > MAX_SNAPLEN:
+            return f"invalid packet capture length {caplen}, bigger than {MAX_SNAPLEN}"
+        return f"the file ends inside a record: {left - 16} of its {caplen} captured bytes are there"
 
     def close(self) -> None:
         self._walk.close()

@@ -27,7 +27,7 @@ from devourer.errors import DamagedCaptureError, SourceError, UsageError
 from devourer.packet import layout as L
 from devourer.ipc.ordered import end_marker
 from devourer.packet.capfile import RecordWalker
-from devourer.packet.chunks import ChunkReader
+from devourer.packet.chunks import ChunkReader, chunkable
 from devourer.packet.decode import SUPPORTED_DATALINKS, BatchDecoder
 from devourer.privileges import raise_capture_capabilities
 from devourer.settings import Settings
@@ -49,6 +49,11 @@ class Source:
     live: bool
     path: str | None = None
     bpf: object | None = None  # compiled filter applied per packet when replaying files
+
+
+def _damage_message(src: "Source", offset: int, reason: str) -> str:
+    return (f"capture file {src.name} is damaged at byte {offset} ({reason}); "
+            "every complete packet before it was counted")
 
 
 def _pcap_reason(e: Exception) -> str:
@@ -155,39 +160,12 @@ class CaptureLoop:
         self.damaged = False
 
     # ---- reading
-    def _read_file_batch(self, src: Source, walker):
-        """(data, meta, wire) of the next batch of a mapped file, or None at its end."""
-        if walker.is_pcapng:
-            return self._read_pcapng_batch(src, walker)
-        k = self.settings.batch_packets
-        try:
-            data, meta = src.handle.next_batch(k)
-        except pcapy.PcapError as e:
-            # libpcap dropped the whole batch: rebuild its complete records from the map
-            batch = walker.recover(k)
-            if batch is None:
-                raise DamagedCaptureError(self._damage_message(src, walker, _pcap_reason(e))) from None
-            self._pending_damage = self._damage_message(src, walker, _pcap_reason(e))
-            return self._filtered(src, *batch)
-        if not meta:
-            return None
-        caplens = np.frombuffer(meta, np.uint32).reshape(-1, 4)[:, 3]
-        wire = walker.gather(caplens)
-        if wire is None:
-            # libpcap shortened a record (one longer than the file's snaplen): walk the headers instead
-            wire, _ = walker.peek(len(caplens))
-            if len(wire) != len(caplens):
-                raise DamagedCaptureError(self._damage_message(src, walker, "record headers disagree with libpcap"))
-            wire = np.maximum(wire, caplens)
-            walker.commit(len(caplens))
-        return self._filtered(src, data, meta, wire)
-
     def _read_pcapng_batch(self, src: Source, walker):
         wire, caps = walker.peek(self.settings.batch_packets)
         k = len(wire)
         if k == 0:
             if walker.damaged:
-                raise DamagedCaptureError(self._damage_message(src, walker, "the file ends inside a block"))
+                raise DamagedCaptureError(_damage_message(src, walker.damage_offset, "the file ends inside a block"))
             return None
         try:
             data, meta = src.handle.next_batch(k)
@@ -200,21 +178,19 @@ class CaptureLoop:
         walker.commit(k)
         return self._filtered(src, data, meta, wire)
 
-    def _damage_message(self, src: Source, walker, reason: str) -> str:
-        return (f"capture file {src.name} is damaged at byte {walker.damage_offset} ({reason}); "
-                "every complete packet before it was counted")
-
     def _filtered(self, src: Source, data, meta, wire):
         if src.bpf is not None:
             return self._apply_bpf(src, data, meta, wire)
         return data, meta, wire
 
-    def _apply_bpf(self, src: Source, data: bytes, meta: bytes, wire):
+    def _apply_bpf(self, src: Source, data, meta, wire):
         m = np.frombuffer(meta, np.uint32).reshape(-1, 4)
-        keep = np.fromiter((src.bpf.filter(data[o:o + c]) != 0 for o, c in zip(m[:, 2].tolist(), m[:, 3].tolist())),
+        packet = (lambda o, c: data[o:o + c]) if isinstance(data, bytes) else (lambda o, c: data[o:o + c].tobytes())
+        keep = np.fromiter((src.bpf.filter(packet(o, c)) != 0 for o, c in zip(m[:, 2].tolist(), m[:, 3].tolist())),
                            np.bool_, m.shape[0])
         self.counters[L.C_FILTERED] += int((~keep).sum())
-        return data, m[keep].tobytes(), None if wire is None else wire[keep]
+        kept = m[keep] if isinstance(meta, np.ndarray) else m[keep].tobytes()  # as it came: decode is compiled for each
+        return data, kept, None if wire is None else wire[keep]
 
     def _read_pipe_batch(self, src: Source):
         """(data, meta, wire) of up to PIPE_BATCH_PACKETS packets from a pipe, or None at its end.
@@ -303,10 +279,38 @@ class CaptureLoop:
 
     # ---- loops
     def run_file(self, src: Source) -> None:
+        if chunkable([src.path]) is None:
+            self.run_pcap_file(src)
+        else:
+            self.run_libpcap_file(src)
+
+    def run_pcap_file(self, src: Source) -> None:
+        """A classic pcap file, decoded where its packets lie in a window of the file: libpcap would copy each
+        packet twice (its stdio buffer, then ``next_batch``'s bytes), in 4 KiB reads, and its records give no
+        wire length (the file's headers would be read a second time for it)."""
+        reader = ChunkReader(src.path, None, self.settings.batch_packets)
+        files_before = int(self.counters[L.C_INPUT_BYTES])
+        try:
+            while not self.stop_requested() and not self.abort_requested():
+                batch = reader.next()
+                if batch is None:
+                    if (reason := reader.damage()) is not None:
+                        raise DamagedCaptureError(_damage_message(src, reader.position, reason))
+                    break
+                data, meta, wire = self._filtered(src, *batch)
+                n = self.decoder.decode(data, meta, wire, src.datalink, src.snaplen)
+                self._dispatch(n, live=False)
+                self._dispatch_names(live=False)
+                self._publish_clock()
+                self.counters[L.C_INPUT_BYTES] = files_before + reader.position
+        finally:
+            reader.close()
+
+    def run_libpcap_file(self, src: Source) -> None:
+        """A pcapng file or a pipe, through libpcap."""
         walker = RecordWalker(src.path, self.settings.batch_packets) if RecordWalker.supports(src.path) else None
         files_before = int(self.counters[L.C_INPUT_BYTES])
         self._pipe_done = False
-        self._pending_damage = None
         try:
             while not self.abort_requested():
                 if walker is None:
@@ -315,10 +319,8 @@ class CaptureLoop:
                     batch = self._read_pipe_batch(src)
                 elif self.stop_requested():
                     break
-                elif self._pending_damage:
-                    raise DamagedCaptureError(self._pending_damage)
                 else:
-                    batch = self._read_file_batch(src, walker)
+                    batch = self._read_pcapng_batch(src, walker)
                 if batch is None:
                     if walker is None and not self._pipe_done:
                         continue  # everything in this batch was filtered

@@ -34,6 +34,7 @@ RUNS = {
     "table-full": ["-r", PCAPS / "nfstream__1kxun.pcap", "--max-flows", "16"],
     "truncated": ["-r", PCAPS / "dpkt__truncated_dns.pcap"],
     "bpf": ["-r", PCAPS / "zeek__dhcp.pcap", "--bpf", "udp"],
+    "pcapng-bpf": ["-r", PCAPS / "nfstream__alexa-app.pcapng", "--bpf", "tcp"],
 }
 
 

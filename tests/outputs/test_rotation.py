@@ -4,11 +4,13 @@ the current one hold exactly the lines one unrotated file would, and nothing hal
 import gzip
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 
 from devourer.outputs.jsonfile import JsonFileSink
-from tests.conftest import run_devourer
+from tests.conftest import GENPCAP, run_devourer
 
 ROTATED = re.compile(r"^flows\.jsonl\.\d{8}T\d{6}Z(-\d+)?\.gz$")
 
@@ -24,10 +26,15 @@ def all_lines(folder):
     return data + (folder / "flows.jsonl").read_bytes()
 
 
-def test_rotated_files_hold_exactly_the_unrotated_output(small_capture, tmp_path):
+def test_rotated_files_hold_exactly_the_unrotated_output(tmp_path):
+    """Rotation falls between the exporter's writes (4096 records at most): 12,000 flows are at least three
+    writes whatever the timing, so at least two rotations."""
+    capture = tmp_path / "many-flows.pcap"
+    subprocess.run([sys.executable, str(GENPCAP), "--packets", "40000", "--flows", "12000", "--seed", "4",
+                    str(capture)], check=True, capture_output=True)
     plain, rotating = tmp_path / "plain", tmp_path / "rotating"
     plain.mkdir(), rotating.mkdir()
-    args = ["capture", "-r", small_capture, "--flow-timeout", "1s", "-o", "file", "-w"]
+    args = ["capture", "-r", capture, "-o", "file", "-w"]
     assert run_devourer(*args, plain / "flows.jsonl").returncode == 0
     proc = run_devourer(*args, rotating / "flows.jsonl", "--rotate-size", "1k")
     assert proc.returncode == 0, proc.stderr

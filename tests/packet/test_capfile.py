@@ -1,4 +1,10 @@
-"""Record-header walker: agrees with libpcap on every corpus file and stops cleanly at damage."""
+"""Reading capture files beside libpcap or instead of it: the same packets as libpcap, and a clean stop at damage.
+
+Classic pcap is read without libpcap (``chunks.ChunkReader`` over the whole file): every packet's time, captured
+bytes and wire length must be libpcap's. pcapng goes through libpcap, with ``RecordWalker`` walking its blocks
+ahead: the walk must agree with what libpcap then returns."""
+
+import struct
 
 import numpy as np
 import pcapy
@@ -6,13 +12,90 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devourer.packet.capfile import RecordWalker
+from devourer.packet.capfile import PCAPNG_SHB, RecordWalker
+from devourer.packet.chunks import ChunkReader
 from tests.conftest import PCAPS, corpus_files
 from tests.pcapbuild import pcap_header, pcap_record
 
+PCAPNG = [f for f in corpus_files() if (PCAPS / f).read_bytes()[:4] == PCAPNG_SHB]  # not by name: the corpus
+CLASSIC = [f for f in corpus_files() if f not in PCAPNG]  # has a classic file named .pcapng and the reverse
 
-@pytest.mark.parametrize("capture", [f for f in corpus_files() if f != "dpkt__truncated_dns_2.pcap"])
-def test_walker_agrees_with_libpcap(capture):
+
+def _libpcap_packets(path: str):
+    """[(sec, usec, wire length, bytes)] as libpcap reads them, up to its first error."""
+    handle, out = pcapy.open_offline(path), []
+    while True:
+        try:
+            header, data = handle.next()
+        except pcapy.PcapError:
+            return out
+        if header is None:
+            return out
+        sec, usec = header.getts()  # libpcap reads the seconds as signed; next_batch hands them on as uint32
+        out.append((sec % 2**32, usec, header.getlen(), bytes(data)))
+
+
+def _direct_packets(path: str, batch: int = 64):
+    reader, out = ChunkReader(path, None, batch), []
+    while (got := reader.next()) is not None:
+        window, meta, wire = got
+        for (sec, usec, offset, caplen), length in zip(meta.tolist(), wire.tolist()):
+            out.append((sec, usec, length, window[offset:offset + caplen].tobytes()))
+    damage = reader.damage()
+    reader.close()
+    return out, damage
+
+
+@pytest.mark.parametrize("capture", CLASSIC)
+def test_classic_pcap_read_directly_is_what_libpcap_reads(capture):
+    path = str(PCAPS / capture)
+    direct, damage = _direct_packets(path)
+    assert direct == _libpcap_packets(path)
+    assert (damage is not None) == (capture == "dpkt__truncated_dns_2.pcap")
+
+
+@settings(max_examples=40, deadline=None)
+@given(magic=st.sampled_from([(0xA1B2C3D4, "<"), (0xA1B2C3D4, ">"), (0xA1B23C4D, "<"), (0xA1B23C4D, ">")]),
+       snaplen=st.sampled_from([64, 200, 65535]),
+       packets=st.lists(st.tuples(st.integers(0, 2**31), st.integers(0, 999_999_999), st.integers(0, 300),
+                                  st.integers(0, 2000)), min_size=1, max_size=10))
+def test_byte_orders_nanoseconds_and_long_records_as_libpcap(tmp_path_factory, magic, snaplen, packets):
+    """Big- and little-endian files, nanosecond files (libpcap truncates to microseconds), records longer than the
+    file's snaplen (libpcap hands on the first snaplen bytes) and wire lengths below the captured one."""
+    number, order = magic
+    blob = struct.pack(order + "IHHiIII", number, 2, 4, 0, 0, snaplen, 1)
+    for sec, frac, caplen, wire in packets:
+        frac = frac if number == 0xA1B23C4D else frac // 1000
+        blob += struct.pack(order + "IIII", sec, frac, caplen, wire) + bytes(range(256)) * (caplen // 256) + \
+            bytes(range(caplen % 256))
+    path = tmp_path_factory.mktemp("magic") / "x.pcap"
+    path.write_bytes(blob)
+    direct, damage = _direct_packets(str(path), batch=3)
+    libpcap = _libpcap_packets(str(path))
+    assert [(s, u, d) for s, u, _, d in direct] == [(s, u, d) for s, u, _, d in libpcap]
+    assert [w for _, _, w, _ in libpcap] == [wire for *_, wire in packets]  # the length as written ...
+    assert [w for _, _, w, _ in direct] == [max(c, wire) for _, _, c, wire in packets]  # ... never below caplen
+    assert damage is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(sizes=st.lists(st.integers(1, 300), min_size=1, max_size=12), data=st.data())
+def test_cut_classic_file_yields_exactly_its_complete_records(tmp_path_factory, sizes, data):
+    blob = pcap_header() + b"".join(pcap_record(1.0 + i, bytes([i % 256]) * n) for i, n in enumerate(sizes))
+    cut = data.draw(st.integers(24, len(blob)))
+    path = tmp_path_factory.mktemp("cut") / "cut.pcap"
+    path.write_bytes(blob[:cut])
+    ends, pos = [], 24
+    for n in sizes:
+        pos += 16 + n
+        ends.append(pos)
+    direct, damage = _direct_packets(str(path), batch=4)
+    assert len(direct) == sum(1 for e in ends if e <= cut)
+    assert (damage is not None) == (cut not in [24] + ends)
+
+
+@pytest.mark.parametrize("capture", PCAPNG)
+def test_pcapng_walk_agrees_with_libpcap(capture):
     path = str(PCAPS / capture)
     walker = RecordWalker(path, 512)
     handle = pcapy.open_offline(path)
@@ -36,50 +119,8 @@ def test_walker_agrees_with_libpcap(capture):
     assert total > 0
 
 
-@settings(max_examples=60, deadline=None)
-@given(sizes=st.lists(st.integers(1, 300), min_size=1, max_size=12), data=st.data())
-def test_cut_file_yields_exactly_its_complete_records(tmp_path_factory, sizes, data):
-    blob = pcap_header() + b"".join(pcap_record(1.0 + i, bytes([i % 256]) * n) for i, n in enumerate(sizes))
-    cut = data.draw(st.integers(24, len(blob)))
-    path = tmp_path_factory.mktemp("cut") / "cut.pcap"
-    path.write_bytes(blob[:cut])
-    ends, pos = [], 24
-    for n in sizes:
-        pos += 16 + n
-        ends.append(pos)
-    complete = sum(1 for e in ends if e <= cut)
-    walker = RecordWalker(str(path), 4)
-    seen = 0
-    while True:
-        wire, _ = walker.peek(4)
-        if len(wire) == 0:
-            break
-        walker.commit(len(wire))
-        seen += len(wire)
-    assert seen == complete
-    assert walker.damaged == (cut not in [24] + ends)
-    walker.close()
-
-
-@pytest.mark.parametrize("capture", ["goprobe__default.pcap", "zeek__tcp-timestamp.pcap", "nfstream__iphone.pcap"])
-def test_gather_after_libpcap_equals_walking_the_headers(capture):
-    path = str(PCAPS / capture)
-    walked, gathered = RecordWalker(path, 300), RecordWalker(path, 300)
-    handle = pcapy.open_offline(path)
-    while True:
-        _, meta = handle.next_batch(300)
-        if not meta:
-            break
-        caplens = np.frombuffer(meta, np.uint32).reshape(-1, 4)[:, 3]
-        wire, _ = walked.peek(len(caplens))
-        assert np.array_equal(gathered.gather(caplens), wire)
-        walked.commit(len(caplens))
-    walked.close()
-    gathered.close()
-
-
 def test_records_longer_than_the_file_snaplen_still_count_their_wire_length(tmp_path):
-    """libpcap cuts such records to the snaplen; the walk falls back to reading the headers."""
+    """libpcap cuts such records to the snaplen; the flow still counts what was on the wire."""
     from tests.conftest import capture_records
     from tests.pcapbuild import ethernet, ipv4, udp
 
