@@ -1,10 +1,13 @@
-"""Packet-aligned chunks of capture files, so that several capture readers can replay one file.
+"""Classic pcap files read straight from the file (no libpcap), whole or in packet-aligned chunks.
 
-libpcap reads a file from its start only. With ``--readers N`` the supervisor first walks each file's record
-headers (``plan``) and cuts the files into chunks of about ``chunk_packets`` packets; reader ``k`` then reads
-chunks ``k, k + N, k + 2N, ...`` straight from the file (``ChunkReader``: packets are decoded where they lie in
-a window of the file, with no copy). Workers take the chunks in order (``ipc.ordered``), so every worker sees its
-packets in the order one reader would give them.
+``ChunkReader`` reads the records of a file, or of a byte range of it, in batches, and the decoder works on the
+packets where they lie in a window of the file (no copy), with libpcap's rules for such files (records longer
+than the file's snaplen are handed on cut to it, a captured length over 262144 is damage, nanoseconds are
+truncated to microseconds). One reader reads each file whole this way.
+
+With ``--readers N`` the supervisor first walks each file's record headers (``plan``) and cuts the files into
+chunks of about ``chunk_packets`` packets; reader ``k`` then reads chunks ``k, k + N, k + 2N, ...``. Workers take
+the chunks in order (``ipc.ordered``), so every worker sees its packets in the order one reader would give them.
 
 What a single reader would carry from one chunk into the next is made good here:
 
@@ -15,9 +18,9 @@ What a single reader would carry from one chunk into the next is made good here:
   entry older than the chunk's earliest packet by more than the fragment lifetime never matches again, and is
   equivalent to a free slot).
 
-Only classic pcap files (either byte order, micro- or nanoseconds) are cut. A file with damage, with a record
-longer than the snaplen libpcap applies to it (libpcap shortens those), or pcapng, or a pipe: the run reads with
-one reader, which handles all of these (``plan`` returns the reason).
+Only classic pcap files (either byte order, micro- or nanoseconds) are read here; pcapng and pipes go through
+libpcap, with one reader (``chunkable`` says why). Where a file ends in damage, ``plan`` yields a ``Damage`` after
+the chunks that hold every complete record before it.
 """
 
 import os

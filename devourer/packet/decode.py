@@ -1,4 +1,4 @@
-"""Batch decode: one libpcap batch -> fixed-size packet records, keyed and routed.
+"""Batch decode: one batch of packets -> fixed-size packet records, keyed and routed.
 
 ``decode_batch`` walks every packet of a batch once, in compiled code: the link
 layer (Ethernet with any number of 802.1Q/802.1ad tags, Linux SLL and SLL2, raw

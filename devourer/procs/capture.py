@@ -1,11 +1,13 @@
-"""The capture process: libpcap -> batch decode -> one ring per worker.
+"""The capture process: a batch of packets -> batch decode -> one ring per worker.
 
 ``open_sources`` runs in the supervisor before any process starts, so a missing
 file, a file that is not a capture, an unknown interface or missing privileges
 is reported at once as one line (and the handles are inherited by the forked
-capture process). ``CaptureLoop`` is the core: read a batch with pcapy-ng
-``next_batch``, decode it (``packet.decode``), split the records by worker and
-copy each worker's share into its ring, one copy per worker per batch.
+capture process). ``CaptureLoop`` is the core: read a batch (classic pcap files
+straight from a window of the file, ``packet.chunks``; pcapng, pipes and
+interfaces with pcapy-ng ``next_batch``), decode it (``packet.decode``), split
+the records by worker and copy each worker's share into its ring, one copy per
+worker per batch.
 
 Replaying files is lossless (a full ring makes capture wait); live capture never
 waits on a ring: a batch that does not fit is dropped and counted.
