@@ -279,6 +279,13 @@ class CaptureLoop:
         for r in self._all_rings():
             r.publish_clock(clock)
 
+    def _replay(self, src: Source, data, meta, wire) -> None:
+        """Decode a batch read from a file and hand it on (waiting for ring space: replay loses nothing)."""
+        n = self.decoder.decode(data, meta, wire, src.datalink, src.snaplen)
+        self._dispatch(n, live=False)
+        self._dispatch_names(live=False)
+        self._publish_clock()
+
     # ---- loops
     def run_file(self, src: Source) -> None:
         if chunkable([src.path]) is None:
@@ -299,11 +306,7 @@ class CaptureLoop:
                     if (reason := reader.damage()) is not None:
                         raise DamagedCaptureError(_damage_message(src, reader.position, reason))
                     break
-                data, meta, wire = self._filtered(src, *batch)
-                n = self.decoder.decode(data, meta, wire, src.datalink, src.snaplen)
-                self._dispatch(n, live=False)
-                self._dispatch_names(live=False)
-                self._publish_clock()
+                self._replay(src, *self._filtered(src, *batch))
                 self.counters[L.C_INPUT_BYTES] = files_before + reader.position
         finally:
             reader.close()
@@ -327,11 +330,7 @@ class CaptureLoop:
                     if walker is None and not self._pipe_done:
                         continue  # everything in this batch was filtered
                     break
-                data, meta, wire = batch
-                n = self.decoder.decode(data, meta, wire, src.datalink, src.snaplen)
-                self._dispatch(n, live=False)
-                self._dispatch_names(live=False)
-                self._publish_clock()
+                self._replay(src, *batch)
                 if walker is not None:
                     self.counters[L.C_INPUT_BYTES] = files_before + walker.position
         finally:
@@ -417,11 +416,7 @@ class CaptureLoop:
                 batch = reader.next()
                 if batch is None:
                     return True
-                data, meta, wire = self._filtered(src, *batch)
-                n = self.decoder.decode(data, meta, wire, src.datalink, src.snaplen)
-                self._dispatch(n, live=False)
-                self._dispatch_names(live=False)
-                self._publish_clock()
+                self._replay(src, *self._filtered(src, *batch))
                 self.counters[L.C_INPUT_BYTES] += reader.position - consumed
                 consumed = reader.position
         finally:
