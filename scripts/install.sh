@@ -15,6 +15,9 @@ PYTHON=${PYTHON:-python3}
 "$PYTHON" -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q -e '.[test]'
+# The package's byte-code, now: an editable install is imported from its sources, and where
+# PYTHONDONTWRITEBYTECODE is set Python would compile them again at every start (~0.1 s a run).
+.venv/bin/python -m compileall -q devourer
 # The BigQuery emulator the tests talk to (../shared/bigquery-emulator.md): local-bigquery needs
 # Python >= 3.13, so it lives in a venv of its own, .venv-bqemu.
 PY313=""
