@@ -2,7 +2,9 @@
 
 import json
 
-from tests.conftest import PCAPS, capture_records
+import pytest
+
+from tests.conftest import PCAPS, REFERENCE, capture_records
 from tests.pcapbuild import ethernet, ipv4, tcp, udp, write_pcap
 
 ROUTER_MAC, CLIENT_MAC = "02:00:00:00:00:01", "02:00:00:00:00:77"
@@ -56,6 +58,30 @@ def test_sni_names_the_server(tmp_path):
     records, proc = capture_records(PCAPS / "nfstream__443-curl.pcap", tmp_path=tmp_path)
     (tls,) = [r for r in records if r["protocol"] == "tcp"]
     assert tls["dst"]["names"]
+
+
+SNI_CAPTURES = sorted(p.name[:-len(".names.tsv")] for p in REFERENCE.glob("*.names.tsv")
+                      if "\ntls_sni\t" in "\n" + p.read_text())
+
+
+@pytest.mark.parametrize("capture", SNI_CAPTURES)
+def test_every_tls_server_name_of_the_reference_is_on_its_flow(tmp_path, capture):
+    """Each ClientHello's server name (tshark's reference) is on the server's end of a flow to that address and
+    port, also in captures whose time jumps back (ndpi__sites joins captures of different days)."""
+    expected = set()
+    for line in (REFERENCE / f"{capture}.names.tsv").read_text().splitlines():
+        source, _, name, value = line.split("\t")
+        if source == "tls_sni":
+            addr, port = value.split()
+            expected.add((name, addr, int(port)))
+    records, proc = capture_records(PCAPS / capture, tmp_path=tmp_path)
+    assert proc.returncode in (0, 4), proc.stderr
+    named = set()
+    for r in records:
+        for end in (r["src"], r["dst"]):
+            if r["protocol"] == "tcp":
+                named.update((n, end["addr"], end["port"]) for n in end["names"])
+    assert expected - named == set()
 
 
 def test_names_are_the_same_for_any_number_of_workers(tmp_path):
