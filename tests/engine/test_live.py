@@ -87,19 +87,20 @@ def _key(r):
     return (r["protocol"], r["src"]["addr"], r["src"]["port"], r["dst"]["addr"], r["dst"]["port"])
 
 
-def test_live_capture_on_veth_matches_tcpdump(veth, tmp_path, no_shm_leftovers):
-    ns, iface = veth
-    out = tmp_path / "live.jsonl"
-    ref_pcap = tmp_path / "tcpdump.pcap"
+def _live_beside_tcpdump(tmp_path, iface, args, up_when, send):
+    """`devourer capture -i IFACE ARGS -o file` with tcpdump recording the same interface: once the child named
+    ``up_when`` runs, ``send()`` the traffic, then SIGTERM. Returns (process, its stderr, its children before the
+    signal {pid: name}, the records written, tcpdump's file)."""
+    out, ref_pcap = tmp_path / "live.jsonl", tmp_path / "tcpdump.pcap"
     tcpdump = subprocess.Popen(["tcpdump", "-i", iface, "-U", "-w", str(ref_pcap)], stderr=subprocess.PIPE)
-    proc = subprocess.Popen([*DEVOURER, "capture", "-i", iface, "--workers", "2", "-o", "file", "-w", str(out),
-                             "-s", "1s"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    proc = subprocess.Popen([*DEVOURER, "capture", "-i", iface, *args, "-o", "file", "-w", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     try:
         deadline = time.monotonic() + 60
-        while "dvr-capture" not in children_of(proc.pid).values() and time.monotonic() < deadline:
+        while up_when not in children_of(proc.pid).values() and time.monotonic() < deadline:
             time.sleep(0.1)
         time.sleep(1.5)  # capture handles active
-        _traffic(ns)
+        send()
         time.sleep(1.0)
         kids = children_of(proc.pid)
         proc.send_signal(signal.SIGTERM)
@@ -109,11 +110,17 @@ def test_live_capture_on_veth_matches_tcpdump(veth, tmp_path, no_shm_leftovers):
             proc.kill()
         tcpdump.send_signal(signal.SIGTERM)
         tcpdump.wait(timeout=30)
+    return proc, err, kids, parse_records(out.read_text()) if out.exists() else [], ref_pcap
+
+
+def test_live_capture_on_veth_matches_tcpdump(veth, tmp_path, no_shm_leftovers):
+    ns, iface = veth
+    proc, err, kids, live, ref_pcap = _live_beside_tcpdump(tmp_path, iface, ["--workers", "2", "-s", "1s"],
+                                                           "dvr-capture", lambda: _traffic(ns))
     assert proc.returncode == 0, err
     assert "stats:" in err and "drops: kernel 0, ring 0 (w0:0 w1:0), exporter 0" in err
     assert err.count("capturing as root; use --user NAME") == 1  # said once: how to avoid going on as root
     assert not [k for k in kids if alive(k)]
-    live = parse_records(out.read_text())
     by_key = {_key(r): r for r in live}
 
     icmp = [r for r in live if r["protocol"] == "icmp4"]
@@ -141,33 +148,19 @@ def test_several_live_readers_share_the_interface(veth, tmp_path, no_shm_leftove
     """--readers 3 live: three handles in one PACKET_FANOUT group; the kernel keeps each flow on one of them, and
     the flows are those of tcpdump's recording replayed by one reader."""
     ns, iface = veth
-    out = tmp_path / "live.jsonl"
-    ref_pcap = tmp_path / "tcpdump.pcap"
-    tcpdump = subprocess.Popen(["tcpdump", "-i", iface, "-U", "-w", str(ref_pcap)], stderr=subprocess.PIPE)
-    proc = subprocess.Popen([*DEVOURER, "capture", "-i", iface, "--workers", "2", "--readers", "3", "-o", "file",
-                             "-w", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
-    try:
-        deadline = time.monotonic() + 60
-        while "dvr-capture-2" not in children_of(proc.pid).values() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        readers = [n for n in children_of(proc.pid).values() if n.startswith("dvr-capture")]
-        time.sleep(1.5)
+
+    def send():
         _traffic(ns)
         _in_ns(ns, "import socket\n"  # 40 more flows, both ways, for the kernel to spread over the readers
                    + "".join(f"s{i}=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s{i}.bind(('{NS_ADDR}',{20000 + i}))\n"
                              f"s{i}.sendto(b'p'*{i + 1},('{HOST_ADDR}',{UDP_PORT}))\n" for i in range(40)))
-        time.sleep(1.0)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        tcpdump.send_signal(signal.SIGTERM)
-        tcpdump.wait(timeout=30)
+
+    proc, err, kids, live, ref_pcap = _live_beside_tcpdump(tmp_path, iface, ["--workers", "2", "--readers", "3"],
+                                                           "dvr-capture-2", send)
     assert proc.returncode == 0, err
-    assert sorted(readers) == ["dvr-capture-0", "dvr-capture-1", "dvr-capture-2"]
+    assert sorted(n for n in kids.values() if n.startswith("dvr-capture")) == ["dvr-capture-0", "dvr-capture-1",
+                                                                                "dvr-capture-2"]
     assert packets_add_up(summary_counts(err))
-    live = parse_records(out.read_text())
     replay, rproc = capture_records(ref_pcap, tmp_path=tmp_path)
     assert rproc.returncode == 0
     assert len(_ours(live)) >= 43 and _ours(live) == _ours(replay)
