@@ -125,6 +125,18 @@ def _name_port(p):
     return p == 53 or p == 5353 or p == 5355 or p == 137 or p == 67 or p == 68 or p == 546 or p == 547
 
 
+@numba.njit(cache=True, inline="always")
+def _dns_port(p):
+    return p == 53 or p == 5353 or p == 5355
+
+
+@numba.njit(cache=True, inline="always")
+def _dns_query(data, msg, end):
+    """A DNS-format message at msg (up to end) with its QR bit clear: a query, which names nothing. Shorter
+    messages are handed on (the resolver counts them malformed)."""
+    return msg + 3 <= end and (data[msg + 2] & 0x80) == 0
+
+
 @numba.njit(cache=True)
 def decode_batch(data, meta, wire, datalink, snaplen, rec8, rec16, rec32, rec64, worker_of, n_workers,
                  frag, counters, clock, want_names, cand, frag_only=False):
@@ -135,7 +147,7 @@ def decode_batch(data, meta, wire, datalink, snaplen, rec8, rec16, rec32, rec64,
     rec8/16/32/64: views of one (n, RECORD_BYTES) buffer; frag: fragment table;
     counters: capture counters (packet.layout C_*); clock: [running max ts_us].
     With want_names, packets that may carry names (UDP to or from a name port,
-    TCP DNS, a TLS ClientHello) are listed in cand: (n, 3) int64 rows of
+    TCP DNS, a TLS ClientHello; not DNS-format queries) are listed in cand: (n, 3) int64 rows of
     (record index, payload offset in data, payload length); cand[n, 0] holds the count.
     With frag_only, only the clock and the fragment table are brought up to date (a chunk's planning:
     ``packet.chunks``); nothing is written and the counters are the caller's scratch."""
@@ -361,11 +373,14 @@ def decode_batch(data, meta, wire, datalink, snaplen, rec8, rec16, rec32, rec64,
             ip_end = min(end, q + ip_len) if ip_len > 0 else end
             pay = -1
             if proto == 17 and l4 + 8 <= ip_end and (_name_port(sport) or _name_port(dport)):
-                pay = l4 + 8
+                if not ((_dns_port(sport) or _dns_port(dport)) and _dns_query(data, l4 + 8, ip_end)):
+                    pay = l4 + 8
             elif proto == 6 and l4 + 20 <= ip_end:
                 p0 = l4 + (np.int64(data[l4 + 12]) >> 4) * 4
-                if p0 < ip_end and (sport == 53 or dport == 53 or (
-                        p0 + 6 <= ip_end and data[p0] == 0x16 and data[p0 + 1] == 3 and data[p0 + 5] == 1)):
+                if sport == 53 or dport == 53:
+                    if p0 < ip_end and not _dns_query(data, p0 + 2, ip_end):  # after the 2-byte length
+                        pay = p0
+                elif p0 + 6 <= ip_end and data[p0] == 0x16 and data[p0 + 1] == 3 and data[p0 + 5] == 1:
                     pay = p0
             if pay >= 0:
                 cand[n_cand, 0] = out

@@ -103,3 +103,47 @@ def test_non_ip_is_counted():
     arp = ethernet("02:00:00:00:00:01", "ff:ff:ff:ff:ff:ff", 0x0806, b"\0" * 28)
     recs, counters, _ = decode([arp])
     assert len(recs) == 0 and counters[L.C_NON_IP] == 1
+
+
+NAME_PORTS = [53, 5353, 5355, 137, 67, 68, 546, 547]
+
+
+@settings(max_examples=300, deadline=None)
+@given(packets=st.lists(st.tuples(st.sampled_from([6, 17]), st.sampled_from(NAME_PORTS + [443, 8080]),
+                                  st.sampled_from(NAME_PORTS + [40000]), st.binary(max_size=12)), min_size=1,
+                        max_size=20))
+def test_the_resolver_gets_every_name_packet_but_dns_queries(packets):
+    """The capture hands the resolver what it would read: UDP to or from a name port, TCP DNS, TLS ClientHellos.
+    DNS-format queries (QR bit clear) name nothing and stay behind; the test of which is a query is the
+    resolver's own, so nothing it would learn from is held back."""
+    from devourer.procs.resolver import _is_response
+
+    frames, expected = [], []
+    for i, (proto, sport, dport, payload) in enumerate(packets):
+        if proto == 6 and dport == 443 and i % 2:
+            payload = b"\x16\x03\x01\x00\x10\x01" + payload  # looks like a ClientHello
+        l4 = tcp(sport, dport, 0x18, payload) if proto == 6 else udp(sport, dport, payload)
+        frames.append(ethernet("02:00:00:00:00:01", "02:00:00:00:00:02", 0x0800, ipv4("10.0.0.1", "10.0.0.2", proto,
+                                                                                         l4)))
+        ports = (sport, dport)
+        if proto == 17:
+            name_port = any(p in NAME_PORTS for p in ports)
+            dns_format = any(p in (53, 5353, 5355) for p in ports)
+            wanted = name_port and not (dns_format and not _is_response(payload))
+        elif 53 in ports:
+            wanted = len(payload) > 0 and not (len(payload) >= 2 and not _is_response(payload[2:]))
+        else:
+            wanted = payload[:2] == b"\x16\x03" and len(payload) >= 6 and payload[5] == 1
+        if wanted:
+            expected.append(i)
+    counters = np.zeros(L.N_CAPTURE_COUNTERS, np.int64)
+    dec = BatchDecoder(len(frames), 1, counters, want_names=True)
+    meta, offset = [], 0
+    for i, f in enumerate(frames):
+        meta.append((1_700_000_000, i, offset, len(f)))
+        offset += len(f)
+    dec.decode(b"".join(frames), np.array(meta, np.uint32).tobytes(), None, DLT_EN10MB, 262144)
+    slots = dec.name_packets()
+    handed = [int(s[:L.RECORD_BYTES].copy().view(L.PACKET_DTYPE)["ts_us"][0]) - 1_700_000_000_000_000
+              for s in slots]
+    assert handed == expected
