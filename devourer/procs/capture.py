@@ -298,16 +298,9 @@ class CaptureLoop:
         packet twice (its stdio buffer, then ``next_batch``'s bytes), in 4 KiB reads, and its records give no
         wire length (the file's headers would be read a second time for it)."""
         reader = ChunkReader(src.path, None, self.settings.batch_packets)
-        files_before = int(self.counters[L.C_INPUT_BYTES])
         try:
-            while not self.stop_requested() and not self.abort_requested():
-                batch = reader.next()
-                if batch is None:
-                    if (reason := reader.damage()) is not None:
-                        raise DamagedCaptureError(_damage_message(src, reader.position, reason))
-                    break
-                self._replay(src, *self._filtered(src, *batch))
-                self.counters[L.C_INPUT_BYTES] = files_before + reader.position
+            if self._read_through(src, reader, counted_from=0) and (reason := reader.damage()) is not None:
+                raise DamagedCaptureError(_damage_message(src, reader.position, reason))
         finally:
             reader.close()
 
@@ -408,19 +401,24 @@ class CaptureLoop:
         self.decoder.frag[:] = 0
         self.decoder.frag[chunk.frag_slots] = chunk.frag_rows
         reader = ChunkReader(src.path, chunk, self.settings.batch_packets)
-        consumed = chunk.start
         try:
-            while True:
-                if self.stop_requested() or self.abort_requested():
-                    return False
-                batch = reader.next()
-                if batch is None:
-                    return True
-                self._replay(src, *self._filtered(src, *batch))
-                self.counters[L.C_INPUT_BYTES] += reader.position - consumed
-                consumed = reader.position
+            return self._read_through(src, reader, counted_from=chunk.start)
         finally:
             reader.close()
+
+    def _read_through(self, src: Source, reader: ChunkReader, counted_from: int) -> bool:
+        """Decode and hand on every batch ``reader`` gives, counting the file's bytes read from ``counted_from``;
+        False if stopped before its end."""
+        consumed = counted_from
+        while True:
+            if self.stop_requested() or self.abort_requested():
+                return False
+            batch = reader.next()
+            if batch is None:
+                return True
+            self._replay(src, *self._filtered(src, *batch))
+            self.counters[L.C_INPUT_BYTES] += reader.position - consumed
+            consumed = reader.position
 
     def run(self, sources: list[Source]) -> int:
         """Read every source in order; returns 0, or EXIT_DAMAGED's status if one was damaged.
