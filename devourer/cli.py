@@ -16,13 +16,13 @@ import configargparse
 
 from devourer import __version__, logs
 from devourer.errors import EXIT_USAGE, DevourerError, SourceError, UsageError
-from devourer.privileges import resolve_user
+from devourer.privileges import resolve_user, scrub_environment
 from devourer.settings import Settings
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(us|ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-_SIZE = re.compile(r"^\s*(\d+)\s*([kKmMgG]i?[bB]?|[bB])?\s*$")
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+_SIZE = re.compile(r"^\s*(\d+)\s*([kKmMgGtT]i?[bB]?|[bB])?\s*$")
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
 def parse_duration(text: str) -> float:
@@ -52,25 +52,67 @@ def _typed(fn, what):
     return convert
 
 
-def _positive_int(text: str) -> int:
-    v = int(text)
-    if v < 1:
-        raise ValueError(f"must be at least 1, got {v}")
-    return v
+def _show_duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1), ("ms", 1e-3)):
+        if seconds >= size and seconds / size == int(seconds / size):
+            return f"{int(seconds / size)}{unit}"
+    return f"{seconds:g}s"
 
 
-def _non_negative_int(text: str) -> int:
-    v = int(text)
-    if v < 0:
-        raise ValueError(f"must not be negative, got {v}")
-    return v
+def _show_size(n: int) -> str:
+    for unit, size in (("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("k", 1 << 10)):
+        if n >= size and n % size == 0:
+            return f"{n // size}{unit}"
+    return str(n)
 
 
-def _port(text: str) -> int:
-    v = int(text)
-    if not 0 <= v <= 65535:
-        raise ValueError(f"not a TCP port: {v}")
-    return v
+def _within(parse, lo, hi, show=lambda v: f"{v:,}", zero_ok: bool = False):
+    """``parse`` then a range check: every setting has one, and the message gives it (0 may mean "off")."""
+    def convert(text):
+        v = parse(text)
+        if zero_ok and v == 0:
+            return v
+        if not lo <= v <= hi:
+            off = "0 (off) or " if zero_ok else ""
+            raise ValueError(f"{text.strip() if isinstance(text, str) else text} is out of range: "
+                             f"{off}{show(lo)} to {show(hi)}")
+        return v
+    return convert
+
+
+def _int(text: str) -> int:
+    try:
+        return int(str(text).strip())
+    except ValueError:
+        raise ValueError(f"not a whole number: {text!r}") from None
+
+
+def _duration_in(lo: float, hi: float, zero_ok: bool = False):
+    return _typed(_within(parse_duration, lo, hi, _show_duration, zero_ok), "duration")
+
+
+def _size_in(lo: int, hi: int, zero_ok: bool = False):
+    return _typed(_within(parse_size, lo, hi, _show_size, zero_ok), "size")
+
+
+def _count_in(lo: int, hi: int, zero_ok: bool = False):
+    return _typed(_within(_int, lo, hi, zero_ok=zero_ok), "count")
+
+
+# The ranges of the settings. Durations end up as int64 microseconds added to packet times (~2**51 today), so a
+# decade is far inside what fits; counts are bounded by what the machine can hold (rings and tables are reserved
+# at their size) and by libpcap's C ints.
+DAY = 86400.0
+MAX_TIMEOUT_S = 3650 * DAY
+MAX_WORKERS = 256
+MAX_READERS = 64
+MAX_RING_SLOTS = 1 << 22
+MAX_BATCH = 1 << 16
+MAX_SNAPLEN = 262144  # libpcap's own maximum for the link types devourer reads
+MAX_BUFFER = 2047 << 20  # pcap_set_buffer_size takes a C int
+MAX_FLOWS = 100_000_000  # 12.8 GB of table rows
+MAX_NAMES = 100_000_000
+MAX_SENSOR_ID = 253  # a host name's limit
 
 
 def _bool(text: str) -> bool:
@@ -80,6 +122,17 @@ def _bool(text: str) -> bool:
     if t in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"not a boolean: {text!r} (use true or false)")
+
+
+def _sensor_id(text: str) -> str:
+    """Written into every record (JSON-escaped) and hashed into every flow id: UTF-8 and short."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("is not valid UTF-8") from None
+    if not 1 <= len(text) <= MAX_SENSOR_ID:
+        raise ValueError(f"must be 1 to {MAX_SENSOR_ID} characters, got {len(text)}")
+    return text
 
 
 class _Parser(configargparse.ArgumentParser):
@@ -123,7 +176,7 @@ class _VersionAction(configargparse.Action):
 
 
 def default_workers() -> int:
-    return max(1, (os.cpu_count() or 2) - 1)
+    return min(MAX_WORKERS, max(1, (os.cpu_count() or 2) - 1))
 
 
 def build_parser() -> _Parser:
@@ -153,19 +206,19 @@ def build_parser() -> _Parser:
                      help="read this pcap or pcapng file ('-' for stdin); repeat for several, read in order")
     src.add_argument("--bpf", metavar="FILTER", help="BPF filter expression (tcpdump syntax); rejected packets are "
                      "counted as filtered")
-    src.add_argument("--snaplen", type=_typed(_positive_int, "snaplen"), default=262144,
+    src.add_argument("--snaplen", type=_count_in(1, MAX_SNAPLEN), default=262144,
                      help="live: bytes captured per packet")
     src.add_argument("--promisc", type=_typed(_bool, "boolean"), default=True, metavar="BOOL",
                      help="live: put the interface in promiscuous mode")
-    src.add_argument("--buffer-size", type=_typed(parse_size, "size"), default="64M",
+    src.add_argument("--buffer-size", type=_size_in(64 << 10, MAX_BUFFER), default="64M",
                      help="live: kernel capture buffer size")
     out = cap.add_argument_group("output")
     out.add_argument("-o", "--output", choices=["stdout", "file", "bigquery"], default="stdout",
                      help="where flow records go")
     out.add_argument("-w", "--write-file", metavar="PATH", help="with -o file: JSON-lines file to append to")
-    out.add_argument("-s", "--stat-interval", type=_typed(parse_duration, "duration"), default="0",
+    out.add_argument("-s", "--stat-interval", type=_duration_in(0.1, DAY, zero_ok=True), default="0",
                      help="print a statistics line on stderr this often (e.g. 10s); 0: never")
-    out.add_argument("--sensor-id", default=socket.gethostname(),
+    out.add_argument("--sensor-id", type=_typed(_sensor_id, "sensor id"), default=socket.gethostname(),
                      help="name of this sensor; part of every flow id and written as 'sensor'")
     bq = cap.add_argument_group("BigQuery output (-o bigquery)")
     bq.add_argument("--bigquery-project-id", "--bq-project-id", metavar="PROJECT",
@@ -178,40 +231,41 @@ def build_parser() -> _Parser:
                     help="service-account key file; default: application default credentials "
                          "(env also DEVOURER_BQ_SA_KEY_FILE)")
     bq.add_argument("--bigquery-sa-key-data", metavar="JSON",
-                    help="the service-account key itself (for containers; prefer the environment variable)")
+                    help="the service-account key itself, only as DEVOURER_BIGQUERY_SA_KEY_DATA or in the config "
+                         "file (for containers): on the command line every local user could read it with ps")
     bq.add_argument("--bigquery-endpoint", metavar="URL",
                     help="API endpoint (an emulator or a private endpoint); anonymous unless a key is given")
-    bq.add_argument("--bigquery-flush-interval", type=_typed(parse_duration, "duration"), default="5s",
+    bq.add_argument("--bigquery-flush-interval", type=_duration_in(0.01, 3600), default="5s",
                     help="send a partial batch after this long")
     bq.add_argument("--spool-dir", default="devourer-spool", metavar="DIR",
                     help="rows wait here while BigQuery is unreachable, and are sent from here when it is back "
                          "(also after a restart)")
-    bq.add_argument("--spool-max-size", type=_typed(parse_size, "size"), default="1G",
+    bq.add_argument("--spool-max-size", type=_size_in(1 << 20, 1 << 40), default="1G",
                     help="the spool's bound; rows that do not fit are counted as dropped")
     flows = cap.add_argument_group("flows")
-    flows.add_argument("--flow-timeout", type=_typed(parse_duration, "duration"), default="120s",
+    flows.add_argument("--flow-timeout", type=_duration_in(1e-3, MAX_TIMEOUT_S), default="120s",
                        help="a flow idle this long (packet time) is written out")
-    flows.add_argument("--active-timeout", type=_typed(parse_duration, "duration"), default="1800s",
+    flows.add_argument("--active-timeout", type=_duration_in(1e-3, MAX_TIMEOUT_S, zero_ok=True), default="1800s",
                        help="a flow longer than this is cut and written in segments; 0 disables")
-    flows.add_argument("--max-flows", type=_typed(_positive_int, "count"), default=4_000_000,
+    flows.add_argument("--max-flows", type=_count_in(1, MAX_FLOWS), default=4_000_000,
                        help="flows held in memory at most (all workers); when full the longest-idle are "
                             "written early (end_reason evicted)")
     names = cap.add_argument_group("names")
     names.add_argument("--names", type=_typed(_bool, "boolean"), default=True, metavar="BOOL",
                        help="learn host names from DNS, mDNS, LLMNR, NBNS, DHCP, DHCPv6 and TLS SNI and put them "
                             "on flows")
-    names.add_argument("--max-names", type=_typed(_positive_int, "count"), default=1_000_000,
+    names.add_argument("--max-names", type=_count_in(1, MAX_NAMES), default=1_000_000,
                        help="addresses (and MACs) the name map holds at most; least recently seen out first")
-    names.add_argument("--name-lifetime", type=_typed(parse_duration, "duration"), default="1h",
+    names.add_argument("--name-lifetime", type=_duration_in(1, MAX_TIMEOUT_S), default="1h",
                        help="how long a name holds when the packet gives no lifetime (TLS SNI, NBNS, DHCP "
                             "without lease time)")
-    out.add_argument("--rotate-size", type=_typed(parse_size, "size"), default="0",
+    out.add_argument("--rotate-size", type=_size_in(1, 1 << 40, zero_ok=True), default="0",
                      help="with -o file: start a new file once the current one reaches this size (e.g. 1G); "
                           "the old one is renamed with the time and compressed (gzip); 0: never")
-    out.add_argument("--rotate-interval", type=_typed(parse_duration, "duration"), default="0",
+    out.add_argument("--rotate-interval", type=_duration_in(1, 366 * DAY, zero_ok=True), default="0",
                      help="with -o file: start a new file at every multiple of this wall-clock interval (e.g. 1h, "
                           "1d: on the hour, at midnight UTC); 0: never")
-    out.add_argument("--rotate-keep", type=_typed(_non_negative_int, "count"), default=0,
+    out.add_argument("--rotate-keep", type=_count_in(1, 1_000_000, zero_ok=True), default=0,
                      help="with rotation: keep at most this many old files, deleting the oldest; 0: keep all")
     ops = cap.add_argument_group("operation")
     ops.add_argument("--log-level", choices=logs.LEVELS, default=None,
@@ -231,26 +285,44 @@ def build_parser() -> _Parser:
                      help="run as this user once the capture handle, output files and metrics port are open "
                           "(as tcpdump -Z); needs root")
     ops.add_argument("--group", metavar="NAME", help="with --user: run as this group (default: the user's)")
-    ops.add_argument("--metrics-port", type=_typed(_port, "port"), default=0, metavar="PORT",
+    ops.add_argument("--metrics-port", type=_count_in(1, 65535, zero_ok=True), default=0, metavar="PORT",
                      help="serve Prometheus metrics over HTTP on this port (/metrics); 0: off")
     ops.add_argument("--metrics-address", default="0.0.0.0", metavar="ADDRESS",
                      help="address the metrics server listens on")
     eng = cap.add_argument_group("engine")
-    eng.add_argument("--workers", type=_typed(_positive_int, "count"), default=default_workers(),
+    eng.add_argument("--workers", type=_count_in(1, MAX_WORKERS), default=default_workers(),
                      help="flow-table worker processes")
-    eng.add_argument("--readers", type=_typed(_positive_int, "count"), default=1,
+    eng.add_argument("--readers", type=_count_in(1, MAX_READERS), default=1,
                      help="capture processes: replaying classic pcap files, each reads chunks of the files (the "
                           "records are the same as with one); live, each reads its share of the interface's flows "
                           "(PACKET_FANOUT). Pays on many cores, where one reader cannot keep the workers busy")
-    eng.add_argument("--chunk-size", type=_typed(_positive_int, "count"), default=65536,
+    eng.add_argument("--chunk-size", type=_count_in(1, 1 << 24), default=65536,
                      help="with several readers: packets per chunk of a file")
-    eng.add_argument("--batch-size", type=_typed(_positive_int, "count"), default=4096,
+    eng.add_argument("--batch-size", type=_count_in(1, MAX_BATCH), default=4096,
                      help="packets read from libpcap per batch")
-    eng.add_argument("--ring-size", type=_typed(_positive_int, "count"), default=65536,
+    eng.add_argument("--ring-size", type=_count_in(1, MAX_RING_SLOTS), default=65536,
                      help="packet records per worker ring (rounded up to a power of two)")
-    eng.add_argument("--shutdown-timeout", type=_typed(parse_duration, "duration"), default="60s",
+    eng.add_argument("--shutdown-timeout", type=_duration_in(0.1, DAY), default="60s",
                      help="on SIGTERM/SIGINT, wait this long for the orderly drain before killing")
     return parser
+
+
+_PROJECT = re.compile(r"^[a-z0-9][a-z0-9.:-]{0,127}$")  # incl. legacy domain-scoped ids (example.com:project)
+_DATASET_OR_TABLE = re.compile(r"^\w{1,1024}$")
+_ENDPOINT = re.compile(r"^https?://[^\s/?#]+(/[^\s]*)?$")
+
+
+def _check_bigquery_names(args) -> None:
+    """Names that BigQuery would refuse at every request are refused here, before any capture."""
+    for flag, value, pattern, what in (
+            ("--bigquery-project-id", args.bigquery_project_id, _PROJECT,
+             "lower-case letters, digits, '-', '.', ':', at most 128"),
+            ("--bigquery-dataset-id", args.bigquery_dataset_id, _DATASET_OR_TABLE, "letters, digits, '_', at most 1,024"),
+            ("--bigquery-table", args.bigquery_table, _DATASET_OR_TABLE, "letters, digits, '_', at most 1,024")):
+        if not pattern.match(value):
+            raise UsageError(f"{flag} {value!r}: not a BigQuery name ({what})")
+    if args.bigquery_endpoint and not _ENDPOINT.match(args.bigquery_endpoint):
+        raise UsageError(f"--bigquery-endpoint {args.bigquery_endpoint!r}: not an http:// or https:// URL")
 
 
 def settings_from_args(args) -> Settings:
@@ -267,15 +339,15 @@ def settings_from_args(args) -> Settings:
             setattr(args, name, os.environ[alias])
     if args.output == "bigquery" and not (args.bigquery_project_id and args.bigquery_dataset_id):
         raise UsageError("-o bigquery needs --bigquery-project-id and --bigquery-dataset-id")
+    if args.output == "bigquery":
+        _check_bigquery_names(args)
     if args.write_file and args.output != "file":
         raise UsageError("-w/--write-file is only used with -o file")
     if (args.rotate_size or args.rotate_interval) and args.output != "file":
         raise UsageError("--rotate-size and --rotate-interval are only used with -o file")
-    for name in ("flow_timeout", "active_timeout"):
-        if getattr(args, name) < 0:
-            raise UsageError(f"--{name.replace('_', '-')} must not be negative")
-    if args.flow_timeout == 0:
-        raise UsageError("--flow-timeout must be greater than 0")
+    if args.batch_size > args.ring_size:
+        raise UsageError(f"--batch-size {args.batch_size} is larger than --ring-size {args.ring_size}: a batch "
+                         "must fit in a ring")
     run_as = None
     if args.group and not args.user:
         raise UsageError("--group is only used with --user")
@@ -302,17 +374,54 @@ def settings_from_args(args) -> Settings:
 
 
 def _configure_logs(args) -> None:
+    """The log first, so that every later error is written where and as asked; with --user, the log file is
+    opened with that user's rights (root follows no path in a folder the user controls)."""
     level = args.log_level or ("warning" if args.quiet else "info")
     try:
-        logs.configure(level, args.log_format, args.log_output)
+        run_as = resolve_user(args.user, args.group) if args.user and os.geteuid() == 0 else None
+        logs.configure(level, args.log_format, args.log_output, run_as)
+    except UsageError:
+        logs.configure()
+        raise
     except OSError as e:
         logs.configure()
-        raise SourceError(f"cannot open --log-output {args.log_output}: {e.strerror}") from None
+        who = f" as user {args.user} (--user)" if run_as else ""
+        raise SourceError(f"cannot open --log-output {args.log_output}{who}: {e.strerror}") from None
+
+
+KEY_VARIABLE = "DEVOURER_BIGQUERY_SA_KEY_DATA"
+
+
+def _keep_key_out_of_sight(args, argv: list[str]) -> None:
+    """Key material never stays where other local users can read it: refused on the command line (argv is in
+    every process's /proc/PID/cmdline, for anyone), taken out of the environment once read (children would
+    inherit it, and /proc/PID/environ shows it to the same user)."""
+    key = args.bigquery_sa_key_data
+    if key and any(key in a for a in argv):
+        raise UsageError("--bigquery-sa-key-data on the command line is visible to every local user (ps); give the "
+                         f"key as {KEY_VARIABLE}, in the config file, or as a file (--bigquery-sa-key-file)")
+    if KEY_VARIABLE in os.environ:
+        scrub_environment(KEY_VARIABLE)
+
+
+def _config_path(argv: list[str]) -> str:
+    for i, arg in enumerate(argv):
+        if arg in ("-c", "--config") and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return "the config file"
 
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UnicodeDecodeError as e:  # configargparse reads the file as text
+        sys.stderr.write(f"devourer: error: {_config_path(argv)}: not a text file (byte {e.object[e.start]:#04x} at "
+                         f"offset {e.start} is not UTF-8)\n")
+        return EXIT_USAGE
     if args.command == "version":
         print(version_text())
         return 0
@@ -329,6 +438,7 @@ def main(argv=None) -> int:
         return EXIT_USAGE
     try:
         _configure_logs(args)
+        _keep_key_out_of_sight(args, argv)
         settings = settings_from_args(args)
         # The engine's imports and warm-up create a few hundred thousand long-lived objects (numba):
         # collecting while they are made only costs time; the supervisor freezes them before forking.

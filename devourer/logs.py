@@ -61,15 +61,28 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
-def configure(level: str = "info", fmt: str = "console", output: str = "stderr") -> logging.Handler:
-    """Set the logger up (again); returns its handler. ``output``: 'stderr' or a file path.
+class PrivateFileHandler(logging.handlers.WatchedFileHandler):
+    """Appends to a log file, reopened when logrotate moves it; 0640 at most, whatever the umask or the file had
+    (the log names hosts and addresses)."""
+
+    def _open(self):
+        from devourer.outputs import open_private
+
+        return open(open_private(self.baseFilename), "a", encoding=self.encoding, errors=self.errors)
+
+
+def configure(level: str = "info", fmt: str = "console", output: str = "stderr", run_as=None) -> logging.Handler:
+    """Set the logger up (again); returns its handler. ``output``: 'stderr' or a file path, opened with the
+    rights of ``run_as`` (--user) when given.
 
     Raises OSError when the file cannot be opened."""
     if output in ("stderr", "-"):
         handler: logging.Handler = logging.StreamHandler(sys.stderr)
     else:
-        os.close(os.open(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640))  # a new log file is not world-readable
-        handler = logging.handlers.WatchedFileHandler(output, encoding="utf-8")
+        from devourer.privileges import acting_as
+
+        with acting_as(run_as):
+            handler = PrivateFileHandler(output, encoding="utf-8")
     handler.setFormatter(JsonFormatter() if fmt == "json" else ConsoleFormatter())
     for old in list(log.handlers):
         log.removeHandler(old)
@@ -88,9 +101,17 @@ def emit(level: str, text: str, role: str = SUPERVISOR, pid: int | None = None, 
     log.log(logging.getLevelName(level.upper()), text, extra=extra)
 
 
-def files() -> list[str]:
-    """The log files written (for --user, which hands them over)."""
-    return [h.baseFilename for h in log.handlers if isinstance(h, logging.FileHandler)]
+def reopen() -> None:
+    """SIGHUP: reopen a log file (after it was moved or removed), as daemons do."""
+    for h in log.handlers:
+        if isinstance(h, PrivateFileHandler):
+            h.acquire()
+            try:
+                if h.stream:
+                    h.stream.close()
+                h.stream = h._open()
+            finally:
+                h.release()
 
 
 def logs_to_stderr() -> bool:

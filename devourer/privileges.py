@@ -1,5 +1,12 @@
 """Privileges: Linux capabilities for live capture without root, and dropping root (--user/--group).
 
+With ``--user``, every file devourer writes (the output, rotated files, the log, the spool) is opened with the
+user's rights, as tcpdump ``-Z`` opens its savefiles after dropping root: ``acting_as`` switches the effective
+ids for the opening only. Root never creates, follows or hands over a path in a folder the user controls, so a
+link planted there (``flows.jsonl -> /etc/shadow``) reaches nothing the user could not reach itself. What root
+does read for the user (a service-account key file) must be a regular file that is root's or the user's,
+opened without following a link at its end (``read_private_file``).
+
 Where the interpreter carries the capture capabilities as *permitted* file
 capabilities only (``setcap cap_net_raw,cap_net_admin+ip``, as the Docker image
 does), they are not in effect until the process raises them. ``raise_capture_capabilities``
@@ -9,9 +16,11 @@ the interpreter runnable where the container's bounding set lacks them
 binary whose *effective* file capabilities it cannot grant.
 """
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
+import stat
 
 CAP_NET_ADMIN = 12
 CAP_NET_RAW = 13
@@ -73,3 +82,79 @@ def drop_to(uid: int, gid: int, name: str) -> None:
     os.initgroups(name, gid)
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)
+
+
+RunAs = tuple[int, int, str]  # (uid, gid, user name) of --user/--group
+
+
+@contextlib.contextmanager
+def acting_as(run_as: RunAs | None):
+    """File operations inside run with the user's rights (effective uid, gid and groups); no-op without --user
+    or when not root. Root's real and saved ids stay, so the ids come back afterwards."""
+    if run_as is None or os.geteuid() != 0:
+        yield
+        return
+    uid, gid, name = run_as
+    groups, egid = os.getgroups(), os.getegid()
+    os.setgroups(os.getgrouplist(name, gid))
+    os.setegid(gid)
+    os.seteuid(uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(egid)
+        os.setgroups(groups)
+
+
+MAX_KEY_FILE_BYTES = 1 << 20
+
+
+def read_private_file(path: str, run_as: RunAs | None) -> str:
+    """A small secret file read as root on the user's behalf: the last component is not followed, and the file
+    must be a regular file with one link, owned by root or by the user (a file the user planted is then the
+    user's own, and a link to another file is refused). Raises OSError or ValueError (naming what is wrong)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            raise ValueError("not a regular file with a single link")
+        owners = {0, os.geteuid()} | ({run_as[0]} if run_as else set())
+        if st.st_uid not in owners:
+            raise ValueError(f"owned by uid {st.st_uid}, neither root nor the user devourer runs as")
+        if st.st_size > MAX_KEY_FILE_BYTES:
+            raise ValueError(f"larger than {MAX_KEY_FILE_BYTES} bytes")
+        data = os.read(fd, MAX_KEY_FILE_BYTES + 1)
+    finally:
+        os.close(fd)
+    return data.decode("utf-8", "replace")
+
+
+def scrub_environment(name: str) -> None:
+    """Remove a secret variable from this process's environment, and overwrite its value where the kernel shows
+    the environment (/proc/PID/environ reads the block the process started with, which unsetenv leaves as it
+    is): children forked later inherit neither."""
+    os.environ.pop(name, None)
+    _scrub_block(name.encode() + b"=")
+
+
+def _scrub_block(prefix: bytes) -> None:
+    """Zero every ``NAME=value`` of the environment block the process started with (from /proc/self/stat's
+    env_start to env_end)."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        env_start, env_end = int(fields[47]), int(fields[48])  # fields 50 and 51 of proc(5); [0] is field 3
+    except (OSError, IndexError, ValueError):
+        return
+    size = env_end - env_start
+    if size <= 0:
+        return
+    block = ctypes.string_at(env_start, size)
+    at = 0
+    while (found := block.find(prefix, at)) >= 0:
+        if found == 0 or block[found - 1] == 0:  # a whole entry, not the tail of another
+            end = block.find(b"\0", found)
+            end = size if end < 0 else end
+            ctypes.memset(env_start + found + len(prefix), 0, end - found - len(prefix))
+        at = found + len(prefix)

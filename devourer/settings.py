@@ -1,6 +1,6 @@
 """The frozen settings object every process receives (built only by the CLI)."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class Settings:
     bigquery_dataset_id: str | None = None
     bigquery_table: str = "flow_logs"
     bigquery_sa_key_file: str | None = None
-    bigquery_sa_key_data: str | None = None
+    bigquery_sa_key_data: str | None = field(default=None, repr=False)  # key material: never in a repr or a log
     bigquery_endpoint: str | None = None
     bigquery_flush_interval_s: float = 5.0
     spool_dir: str = "devourer-spool"

@@ -48,14 +48,18 @@ def capture_records(pcap, *extra, tmp_path=None):
 def summary_counts(stderr: str) -> dict:
     """The packet and flow counts of the last summary line (before its names part)."""
     line = [x for x in stderr.splitlines() if "summary:" in x][-1].split("; names:")[0]
-    return {k: int(v.replace(",", "")) for v, k in re.findall(
+    packets, flows = line.split("; ", 1)  # the flows part says "lost with dead workers" of flows too
+    counts = {k: int(v.replace(",", "")) for v, k in re.findall(
         r"([\d,]+) (packets read|in flows|non-IP|malformed|unmatched fragments|filtered|dropped|"
-        r"lost with dead workers|flows written)", line)}
+        r"lost with dead workers|abandoned)", packets)}
+    counts["flows written"] = int(re.search(r"([\d,]+) flows written", flows).group(1).replace(",", ""))
+    return counts
 
 
 def packets_add_up(counts: dict) -> bool:
     """Every packet read is in a flow or one named counter."""
-    parts = ("in flows", "non-IP", "malformed", "unmatched fragments", "filtered", "dropped", "lost with dead workers")
+    parts = ("in flows", "non-IP", "malformed", "unmatched fragments", "filtered", "dropped", "lost with dead workers",
+             "abandoned")
     return counts["packets read"] == sum(counts.get(k, 0) for k in parts)
 
 

@@ -82,3 +82,31 @@ def read_pcap_records(path):
         out.append((sec * 1_000_000 + usec, caplen, wire, data[pos + 16:pos + 16 + caplen]))
         pos += 16 + caplen
     return out
+
+
+# ---- pcapng (little-endian unless said): blocks as libpcap reads them
+def _block(btype: int, body: bytes, big: bool = False) -> bytes:
+    body += b"\0" * (-len(body) % 4)
+    end = ">" if big else "<"
+    size = 12 + len(body)
+    return struct.pack(f"{end}II", btype, size) + body + struct.pack(f"{end}I", size)
+
+
+def pcapng_section(big: bool = False) -> bytes:
+    """A Section Header Block (version 1.0, section length unknown)."""
+    end = ">" if big else "<"
+    return _block(0x0A0D0D0A, struct.pack(f"{end}IHHq", 0x1A2B3C4D, 1, 0, -1), big)
+
+
+def pcapng_interface(linktype: int = 1, snaplen: int = 262144, big: bool = False) -> bytes:
+    """An Interface Description Block (microsecond timestamps)."""
+    end = ">" if big else "<"
+    return _block(1, struct.pack(f"{end}HHI", linktype, 0, snaplen), big)
+
+
+def pcapng_packet(ts_us: int, frame: bytes, interface: int = 0, big: bool = False) -> bytes:
+    """An Enhanced Packet Block; ``ts_us`` is microseconds since 1970 (any 64-bit value)."""
+    end = ">" if big else "<"
+    ts = ts_us & ((1 << 64) - 1)
+    return _block(6, struct.pack(f"{end}IIIII", interface, ts >> 32, ts & 0xFFFFFFFF, len(frame), len(frame)) + frame,
+                  big)

@@ -1,5 +1,7 @@
 """Flags, environment and config file: precedence, durations, one-line errors."""
 
+import os
+
 import pytest
 
 from devourer.cli import build_parser, parse_duration, parse_size, settings_from_args
@@ -55,3 +57,55 @@ def test_version_and_help():
                  "--flow-timeout", "--active-timeout", "--max-flows", "--bpf", "--snaplen", "--promisc",
                  "--buffer-size", "DEVOURER_"):
         assert flag in proc.stdout
+
+
+@pytest.mark.parametrize("args, env, flag", [
+    (["--flow-timeout", "99999999999999999999"], {}, "--flow-timeout"),
+    (["--flow-timeout", "106751990d"], {}, "--flow-timeout"),  # overflowed to every packet its own flow
+    (["--active-timeout", "106751991d"], {}, "--active-timeout"),
+    (["--name-lifetime", "999999999d"], {}, "--name-lifetime"),
+    (["--workers", "10000"], {}, "--workers"),  # EMFILE, and rings left in /dev/shm
+    (["--readers", "1000"], {}, "--readers"),
+    (["--buffer-size", "3G"], {}, "--buffer-size"),  # libpcap's C int
+    (["--snaplen", "9999999"], {}, "--snaplen"),
+    (["--ring-size", "99999999999"], {}, "--ring-size"),
+    (["--max-flows", "99999999999"], {}, "--max-flows"),
+    (["--batch-size", "8192", "--ring-size", "4096"], {}, "--batch-size"),
+    (["--stat-interval", "1e3"], {}, "--stat-interval"),
+    (["--workers", "abc"], {}, "--workers"),
+    ([], {"DEVOURER_FLOW_TIMEOUT": "106751990d"}, "--flow-timeout"),
+])
+def test_values_out_of_range_are_one_line_naming_the_setting_and_its_range(args, env, flag, tmp_path):
+    before = set(os.listdir("/dev/shm"))
+    proc = run_devourer("capture", "-r", "samples/http.pcap", *args, env=env)
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert flag in line and "Traceback" not in proc.stderr
+    assert set(os.listdir("/dev/shm")) <= before
+
+
+def test_a_sensor_id_that_is_not_utf8_is_a_one_line_error():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "devourer", "capture", "-r", "samples/http.pcap", "--sensor-id",
+                           b"edge\xff".decode("utf-8", "surrogateescape")], capture_output=True, cwd=REPO, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["devourer capture: error: argument --sensor-id: is not valid UTF-8"]
+
+
+@pytest.mark.parametrize("content", [bytes(range(256)) * 4, b"flow-timeout = 10s\n\xff\xfe\x00\n"])
+def test_a_binary_config_file_is_a_one_line_error(tmp_path, content):
+    conf = tmp_path / "devourer.conf"
+    conf.write_bytes(content)
+    proc = run_devourer("capture", "-r", "samples/http.pcap", "-c", conf)
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"devourer: error: {conf}: not a text file")
+
+
+def test_range_messages_give_the_limits():
+    proc = run_devourer("capture", "-r", "samples/http.pcap", "--flow-timeout", "106751990d")
+    assert "106751990d is out of range: 1ms to 3650d" in proc.stderr
+    proc = run_devourer("capture", "-r", "samples/http.pcap", "--rotate-interval", "400d", "-o", "file", "-w", "x")
+    assert "400d is out of range: 0 (off) or 1s to 366d" in proc.stderr

@@ -127,12 +127,16 @@ class EngineCollector:
                      "seen every name packet before their end", int(e[E.E_WAITING]))
         yield _counter("devourer_names_evicted", "entries pushed out of the name map by --max-names",
                        int(e[E.E_NAMES_EVICTED]))
+        yield _counter("devourer_names_capped", "names dropped because an address (or MAC) already had the most "
+                       "names one may carry, or cut off a record", int(e[E.E_NAMES_CAPPED]))
         if self.settings.output == "bigquery":
             yield _counter("devourer_bigquery_rows_sent", "rows BigQuery took", int(e[E.E_BQ_SENT]))
             yield _counter("devourer_bigquery_rows_rejected", "rows BigQuery refused", int(e[E.E_BQ_REJECTED]))
             yield _gauge("devourer_bigquery_rows_spooled", "rows waiting in the spool", int(e[E.E_BQ_SPOOLED]))
             yield _counter("devourer_bigquery_rows_spool_dropped", "rows lost because the spool was full",
                            int(e[E.E_BQ_SPOOL_DROPPED]))
+            yield _counter("devourer_bigquery_spool_files_set_aside", "spool files that were not readable batches "
+                           "(moved to damaged/)", int(e[E.E_BQ_SPOOL_SET_ASIDE]))
 
 
 def _counter(name: str, doc: str, value) -> CounterMetricFamily:

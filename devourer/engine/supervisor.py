@@ -32,13 +32,13 @@ from devourer.names.table import NameTable
 from devourer.outputs import check_output, open_sink
 from devourer.packet import layout as L
 from devourer.packet.chunks import Damage, chunkable, plan
-from devourer.privileges import drop_to
+from devourer.privileges import drop_to, read_private_file
 from devourer.procs import capture as capture_proc
-from devourer.procs.common import (CTL_ABORT, CTL_CHANNEL_GEN, CTL_FLOWS_LOST, CTL_RESTARTS, CTL_STOP,
-                                   become_child)
-from devourer.procs.exporter import (E_BQ_REJECTED, E_BQ_SENT, E_BQ_SPOOL_DROPPED, E_BQ_SPOOLED, E_FLOWS_WRITTEN,
-                                     E_NAMES_EVICTED, E_WAITING, E_WRITE_FAILED, SINK_COUNTERS, CounterView,
-                                     ExporterLoop)
+from devourer.procs.common import (CTL_ABORT, CTL_CHANNEL_GEN, CTL_EXPORTER_GONE, CTL_FLOWS_LOST, CTL_REOPEN,
+                                   CTL_RESTARTS, CTL_STOP, become_child)
+from devourer.procs.exporter import (E_BQ_REJECTED, E_BQ_SENT, E_BQ_SPOOL_DROPPED, E_BQ_SPOOL_SET_ASIDE, E_BQ_SPOOLED,
+                                     E_FLOWS_WRITTEN, E_NAMES_CAPPED, E_NAMES_EVICTED, E_WAITING, E_WRITE_FAILED,
+                                     SINK_COUNTERS, CounterView, ExporterLoop)
 from devourer.procs.resolver import R_MALFORMED, R_OBSERVATIONS, ResolverLoop
 from devourer.procs.worker import WorkerLoop
 from devourer.settings import Settings
@@ -110,6 +110,9 @@ class Supervisor:
         self.resolver_lost = False
         self.progress: ProgressBar | None = None
         self.metrics: MetricsServer | None = None
+        self.workers_died = False  # a worker died: the packets it had not counted are "lost with dead workers"
+        self.exporter_died = False  # the flows it had not written are lost at the output (replay)
+        self.capture_died = False  # the batch it had decoded but not handed on is abandoned
 
     def _say(self, text: str, level: str = "error", role: str = logs.SUPERVISOR, pid: int | None = None,
              **fields) -> None:
@@ -125,13 +128,22 @@ class Supervisor:
         self.signals.append(signum)
 
     def _install_signals(self) -> None:
-        for s in (signal.SIGTERM, signal.SIGINT):
+        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(s, self._on_signal)
+
+    def _on_hangup(self, topo: Topology) -> None:
+        """SIGHUP (a closed terminal, logrotate's postrotate, an operator's reload) stops nothing and loses
+        nothing: the log file and the output file are reopened, as daemons do after their files were moved."""
+        logs.reopen()
+        topo.control[CTL_REOPEN] += 1  # the exporter reopens its output file
+        self._say("SIGHUP: log and output files reopened; capture goes on", "info")
 
     # ---- children
     def _start(self, topo: Topology, sources) -> None:
         ctx = topo.ctx
-        settings = self.settings
+        keyed = self.settings
+        # only the exporter talks to BigQuery: the processes that parse packets get no key material
+        settings = dataclasses.replace(keyed, bigquery_sa_key_data=None)
 
         def reporter(role: str):
             def report(text: str, level: str = "warning") -> None:
@@ -140,11 +152,12 @@ class Supervisor:
 
         def exporter_main():
             parent = become_child("exporter")
-            sink = open_sink(settings, reporter("exporter"), CounterView(topo.exporter_counters, SINK_COUNTERS))
+            sink = open_sink(keyed, reporter("exporter"), CounterView(topo.exporter_counters, SINK_COUNTERS))
             names = NameTable(settings.max_names, settings.name_lifetime_s) if settings.resolve_names else None
             loop = ExporterLoop(sink, settings.sensor_id, lambda: topo.export_queue, topo.flow_rings,
                                 topo.exporter_counters, parent, reporter("exporter"), names, topo.resolver_id,
-                                keep_going=settings.live and settings.output == "file")
+                                keep_going=settings.live and settings.output == "file",
+                                reopen_requested=lambda: int(topo.control[CTL_REOPEN]))
             code = loop.run()
             for q in (topo.export_queue, topo.reports):  # os._exit skips the queues' feeder threads
                 q.close()
@@ -159,14 +172,16 @@ class Supervisor:
 
         def resolver_main():
             parent = become_child("resolver")
+            unread = lambda: bool(topo.control[CTL_EXPORTER_GONE])  # noqa: E731
             loop = ResolverLoop(topo.name_rings, lambda: topo.export_queue, topo.resolver_counters, parent,
-                                topo.resolver_id, ordered=not settings.live)
+                                topo.resolver_id, ordered=not settings.live, give_up=unread)
             code = loop.run()
             for q in topo.export_queues:  # flush to the current exporter; what a dead one left is abandoned
                 q.close()
-                if q is not topo.export_queue:
+                if q is not topo.export_queue or unread():
                     q.cancel_join_thread()
-            topo.export_queue.join_thread()
+            if not unread():
+                topo.export_queue.join_thread()
             os._exit(code)
 
         def capture_main(k: int = 0):
@@ -257,16 +272,38 @@ class Supervisor:
                     continue
             if code == 0:
                 continue
+            if role.startswith("capture"):
+                self.capture_died = True
             how = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
+            if role.startswith("worker"):
+                self.workers_died = True
             if self._carry_on_without(topo, role, p.pid, how):
                 continue
+            if role.startswith("worker"):  # the flows it held go with it (a restarted worker's are counted there)
+                counters = topo.worker_counters[int(role.split()[1])]
+                topo.control[CTL_FLOWS_LOST] += int(counters[T.K_ACTIVE])
+                counters[T.K_ACTIVE] = 0
             self._say(f"{role} (pid {p.pid}) {how}")
             self.failed = True
-            if role.startswith("worker"):
-                topo.export_queue.put(wire.lost(int(role.split()[1])))
+            if role == "exporter":
+                self.exporter_died = True
+                topo.control[CTL_EXPORTER_GONE] = 1  # the resolver stops waiting for room in its queue
+            elif role.startswith("worker"):
+                self._tell_exporter(topo, wire.lost(int(role.split()[1])))
             elif role == "resolver":
-                topo.export_queue.put(wire.lost(topo.resolver_id))
+                self._tell_exporter(topo, wire.lost(topo.resolver_id))
             self._abort(topo)
+
+    def _tell_exporter(self, topo: Topology, message: bytes) -> None:
+        """Put a message on the export queue without ever blocking the supervisor: a queue nobody reads (the
+        exporter died too) is given up on."""
+        exporter = self.children.get("exporter")
+        while exporter is not None and exporter.exitcode is None:
+            try:
+                topo.export_queue.put(message, timeout=TICK_S)
+                return
+            except queue_mod.Full:
+                continue
 
     def _carry_on_without(self, topo: Topology, role: str, pid: int, how: str) -> bool:
         """Live capture outlives a dead worker (restarted at once; the flows it held are lost and counted), and a
@@ -363,21 +400,40 @@ class Supervisor:
             "active_flows": sum(int(w[T.K_ACTIVE]) for w in topo.worker_counters),
             "flows_written": int(topo.exporter_counters[E_FLOWS_WRITTEN]),
             "exporter_dropped": int(topo.exporter_counters[E_WRITE_FAILED]),
+            "flows_ended": sum(int(w[k]) for w in topo.worker_counters
+                               for k in (T.K_EXPIRED_IDLE, T.K_EXPIRED_ACTIVE, T.K_FLUSHED, T.K_EVICTED)),
             "evicted": sum(int(w[T.K_EVICTED]) for w in topo.worker_counters),
             "name_packets": int(c[L.C_NAME_PACKETS]),
             "name_dropped": int(c[L.C_NAME_DROPPED]),
             "name_malformed": int(topo.resolver_counters[R_MALFORMED]),
             "name_observations": int(topo.resolver_counters[R_OBSERVATIONS]),
             "names_evicted": int(topo.exporter_counters[E_NAMES_EVICTED]),
+            "names_capped": int(topo.exporter_counters[E_NAMES_CAPPED]),
             "bq_sent": int(topo.exporter_counters[E_BQ_SENT]),
             "bq_rejected": int(topo.exporter_counters[E_BQ_REJECTED]),
             "bq_spooled": int(topo.exporter_counters[E_BQ_SPOOLED]),
             "bq_spool_dropped": int(topo.exporter_counters[E_BQ_SPOOL_DROPPED]),
+            "bq_spool_set_aside": int(topo.exporter_counters[E_BQ_SPOOL_SET_ASIDE]),
             "restarts": int(topo.control[CTL_RESTARTS]),
             "flows_lost": int(topo.control[CTL_FLOWS_LOST]),
-            # packets a dead worker took from its ring but had not counted (meaningful once the rings are drained)
-            "packets_lost": max(0, int(c[L.C_DISPATCHED]) - packets_in_flows) if topo.control[CTL_RESTARTS] else 0,
+            # packets a dead worker had in its ring or had taken but not counted (meaningful once the rings are
+            # drained: the other workers count all of theirs before they end)
+            "packets_lost": max(0, int(c[L.C_DISPATCHED]) - packets_in_flows) if self.workers_died else 0,
+            "abandoned": int(c[L.C_ABANDONED]),
         }
+
+    def _final_totals(self, topo: Topology) -> dict:
+        """The totals once every process is gone: what a dead exporter (or a failed run) left unwritten is lost
+        at the output, whatever counted it so far (the flows the workers let go, less those written)."""
+        t = self._totals(topo)
+        if self.failed:
+            t["exporter_dropped"] = max(t["exporter_dropped"], t["flows_ended"] - t["flows_written"])
+        if self.capture_died:  # what it had read and not yet handed on or counted died with it
+            c = topo.capture_counters
+            accounted = sum(t[k] for k in ("non_ip", "malformed", "unmatched_fragments", "filtered", "ring_dropped",
+                                           "abandoned")) + int(c[L.C_DISPATCHED])
+            t["abandoned"] += max(0, t["read"] - accounted)
+        return t
 
     def _stats_line(self, prev: dict, now: dict, dt: float) -> str:
         pps = (now["read"] - prev["read"]) / dt
@@ -400,37 +456,32 @@ class Supervisor:
                 f"{t['non_ip']:,} non-IP + {t['malformed']:,} malformed + "
                 f"{t['unmatched_fragments']:,} unmatched fragments + {t['filtered']:,} filtered + "
                 f"{t['ring_dropped']:,} dropped"
-                + (f" + {t['packets_lost']:,} lost with dead workers" if t["restarts"] else "")
+                + (f" + {t['packets_lost']:,} lost with dead workers" if self.workers_died else "")
+                + (f" + {t['abandoned']:,} abandoned (the run stopped on a failure)" if t["abandoned"] else "")
                 + f"; {t['flows_written']:,} flows written "
                 f"({t['evicted']:,} evicted early, {t['exporter_dropped']:,} lost at the output"
-                + (f", {t['flows_lost']:,} lost with {t['restarts']} restarted workers" if t["restarts"] else "")
+                + (f", {t['flows_lost']:,} lost with {t['restarts']} restarted workers" if t["restarts"] else
+                   f", {t['flows_lost']:,} lost with dead workers" if self.workers_died else "")
                 + "); "
                 f"kernel dropped {t['kernel_dropped']:,}; names: {t['name_packets']:,} packets, "
                 f"{t['name_observations']:,} observations, {t['name_malformed']:,} malformed, "
-                f"{t['name_dropped']:,} dropped, {t['names_evicted']:,} evicted from the name map"
+                f"{t['name_dropped']:,} dropped, {t['names_evicted']:,} evicted from the name map, "
+                f"{t['names_capped']:,} over the bound per address"
                 + (f"; bigquery: {t['bq_sent']:,} rows sent, {t['bq_rejected']:,} rejected, "
                    f"{t['bq_spooled']:,} waiting in the spool, {t['bq_spool_dropped']:,} dropped (spool full)"
+                   + (f", {t['bq_spool_set_aside']:,} damaged spool files set aside" if t["bq_spool_set_aside"] else "")
                    if self.settings.output == "bigquery" else ""))
 
     def _drop_privileges(self, settings: Settings) -> Settings:
-        """--user: hand what root opened to the user, then become it (tcpdump -Z); the settings the children
-        get carry the service-account key itself, which the user may not be allowed to read."""
+        """--user: become the user once the capture handles are open (tcpdump -Z). Nothing is handed over: the
+        output, log and spool were opened with the user's rights (``privileges.acting_as``), and a service-account
+        key file was read before (``_read_key_file``)."""
         if settings.run_as is None:
             if settings.live and os.geteuid() == 0:
                 self._say("capturing as root; use --user NAME to drop root once the interface is open, or run "
                           "unprivileged with the capabilities CAP_NET_RAW and CAP_NET_ADMIN", "warning")
             return settings
         uid, gid, name = settings.run_as
-        owned = [settings.write_file] if settings.output == "file" else []
-        if settings.output == "bigquery":
-            owned.append(settings.spool_dir)
-            owned += [os.path.join(settings.spool_dir, n) for n in os.listdir(settings.spool_dir)]
-            if settings.bigquery_sa_key_file and not settings.bigquery_sa_key_data:
-                with open(settings.bigquery_sa_key_file) as f:
-                    settings = dataclasses.replace(settings, bigquery_sa_key_data=f.read(), bigquery_sa_key_file=None)
-        owned += logs.files()
-        for path in owned:
-            os.chown(path, uid, gid)
         try:
             drop_to(uid, gid, name)
         except OSError as e:
@@ -439,6 +490,20 @@ class Supervisor:
         if (settings.rotate_bytes or settings.rotate_interval_s) and not os.access(folder, os.W_OK):
             raise SourceError(f"--user {name} cannot create files in {folder} (rotation makes new files there)")
         return settings
+
+    @staticmethod
+    def _read_key_file(settings: Settings) -> Settings:
+        """The service-account key file, read once, by the supervisor, as whoever started devourer (the user of
+        --user may not read it): not through a link at its end, and only a regular file of root's or that
+        user's (``privileges.read_private_file``). The key travels in the settings, to the exporter alone."""
+        if settings.output != "bigquery" or not settings.bigquery_sa_key_file or settings.bigquery_sa_key_data:
+            return settings
+        try:
+            key = read_private_file(settings.bigquery_sa_key_file, settings.run_as)
+        except (OSError, ValueError) as e:
+            raise SourceError(f"cannot read --bigquery-sa-key-file {settings.bigquery_sa_key_file}: "
+                              f"{getattr(e, 'strerror', None) or e}") from None
+        return dataclasses.replace(settings, bigquery_sa_key_data=key)
 
     def _choose_readers(self, settings: Settings) -> Settings:
         """Several readers only where the files can be cut into chunks; else one, saying why."""
@@ -452,9 +517,10 @@ class Supervisor:
 
     # ---- main loop
     def run(self) -> int:
+        signal.signal(signal.SIGHUP, self._on_signal)  # from the start: a hangup during start-up loses nothing either
         settings = self.settings
         sources = capture_proc.open_sources(settings)
-        settings = self.settings = self._choose_readers(settings)
+        settings = self.settings = self._read_key_file(self._choose_readers(settings))
         check_output(settings, warn=lambda text: self._say(text, "warning"))
         if settings.metrics_port:
             self.metrics = MetricsServer(settings)
@@ -490,8 +556,10 @@ class Supervisor:
                 self.progress = None
             if self.metrics is not None:
                 self.metrics.close()
+            for q in topo.export_queues:  # never wait at exit on a queue whose reader or lock holder is dead
+                q.cancel_join_thread()
         self._drain_reports(topo)
-        totals = self._totals(topo)
+        totals = self._final_totals(topo)
         self._say(self.summary_line(totals), "info", **_fields(totals))
         if self.failed:
             return EXIT_FAILURE
@@ -506,8 +574,10 @@ class Supervisor:
         prev = self._totals(topo)
         while True:
             while self.signals:
-                self.signals.pop(0)
-                self._request_stop(topo)
+                if self.signals.pop(0) == signal.SIGHUP:
+                    self._on_hangup(topo)
+                else:
+                    self._request_stop(topo)
             everyone_done = all(p.exitcode is not None for p in self.children.values())
             self._reap(topo)  # after the check: a child that ended in between is still reaped
             self._drain_reports(topo)

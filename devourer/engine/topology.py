@@ -7,11 +7,15 @@ With ``--readers N`` (replay) there are N capture processes, each with its own
 packet ring to every worker, name ring and counters (``ipc.ordered`` merges them).
 
 Built by the supervisor before it forks; every child gets the pieces it uses.
-Shared-memory names are ``devourer-<supervisor pid>-<what>`` so that a segment
-in /dev/shm always says whose it is.
+Shared-memory names are ``devourer-<supervisor pid>-<random token>-<what>``: the
+pid says whose a segment is, the token (128 bits from the kernel's random pool) makes
+the names impossible for another local user to take in advance. A name that is
+taken all the same is never opened: the segments are made anew under another token.
 """
 
 import os
+import secrets
+import stat
 
 import multiprocess
 
@@ -27,16 +31,19 @@ from devourer.settings import Settings
 EXPORT_QUEUE_MESSAGES = 256
 FLOW_RING_SLOTS = 1 << 16  # per worker: 8 MiB of expired flow rows on their way to the exporter
 SHM_PREFIX = "devourer-"
-MAX_CHANNEL_RESTARTS = 6
-CHUNKS_AHEAD = 4  # chunks planned but not yet taken, per reader  # exporter + resolver restarts per run (live mode); each gets a queue of its own
+MAX_CHANNEL_RESTARTS = 6  # exporter + resolver restarts per run (live mode); each gets a queue of its own
+CHUNKS_AHEAD = 4  # chunks planned but not yet taken, per reader
+NAME_ATTEMPTS = 8  # tokens tried when a segment name is already taken
 
 
 def remove_stale_segments(shm_dir: str = SHM_DIR) -> list[str]:
-    """Unlink segments of runs whose supervisor is gone; returns their names.
+    """Unlink our own segments of runs whose supervisor is gone; returns their names.
 
     A run unlinks its segments as soon as its children are forked, so only one
     killed (SIGKILL, power loss) during start-up leaves any. A supervisor pid
-    that is alive again as another program is stale too: ours run python."""
+    that is alive again as another program is stale too: ours run python. Only
+    regular files owned by this user are ours: a name another user made (anyone
+    can create files in /dev/shm) is neither trusted nor removed, even by root."""
     removed = []
     try:
         names = os.listdir(shm_dir)
@@ -48,10 +55,14 @@ def remove_stale_segments(shm_dir: str = SHM_DIR) -> list[str]:
         pid = name[len(SHM_PREFIX):].split("-", 1)[0]
         if not pid.isdigit() or _is_devourer(int(pid)):
             continue
+        path = os.path.join(shm_dir, name)
         try:
-            os.unlink(os.path.join(shm_dir, name))
+            st = os.lstat(path)
+            if st.st_uid != os.geteuid() or not stat.S_ISREG(st.st_mode):
+                continue
+            os.unlink(path)
             removed.append(name)
-        except OSError:  # another user's, or already gone
+        except OSError:  # already gone
             pass
     return removed
 
@@ -81,28 +92,55 @@ class Topology:
         self.ctx = multiprocess.get_context("fork")
         self.n_workers = settings.workers
         self.n_readers = settings.readers
-        tag = f"{SHM_PREFIX}{os.getpid()}"
         self.reader_rings: list[list[Ring]] = []  # [reader][worker]
         self.name_rings: list[Ring] = []  # [reader]
-        self.flow_rings = []
+        self.flow_rings: list[Ring] = []
+        self.export_queues, self.chunk_queues = [], []
+        try:
+            for attempt in range(NAME_ATTEMPTS):
+                try:
+                    self._make_segments(settings, f"{SHM_PREFIX}{os.getpid()}-{secrets.token_hex(16)}")
+                    break
+                except FileExistsError:  # someone made one of these names: none of ours is opened, try anew
+                    self.unlink()
+                    self.reader_rings, self.name_rings, self.flow_rings = [], [], []
+                    self.__dict__.pop("shared", None)
+                    if attempt == NAME_ATTEMPTS - 1:
+                        raise
+            self._make_queues(settings)
+        except BaseException:
+            self.unlink()  # whatever failed (EMFILE, ENOMEM), no segment of ours stays in /dev/shm
+            raise
+        self._carve_counters()
+
+    def _make_segments(self, settings: Settings, tag: str) -> None:
         # with several readers each ring needs to hold only a few chunks' share, and there are readers x workers
         share = 1 << max(0, (self.n_readers - 1).bit_length())
         ring_slots = max(4096, settings.ring_slots // share)
         name_slots = max(1024, settings.resolver_ring_slots // share)
-        try:
-            for k in range(self.n_readers):
-                sub = "" if self.n_readers == 1 else f"r{k}-"
-                self.reader_rings.append([Ring(f"{tag}-{sub}ring{i}", ring_slots, L.RECORD_BYTES)
-                                          for i in range(self.n_workers)])
-                if settings.resolve_names:
-                    self.name_rings.append(Ring(f"{tag}-{sub}names", name_slots, L.NAME_SLOT_BYTES))
-            self.flow_rings = [Ring(f"{tag}-flows{i}", FLOW_RING_SLOTS, FLOW_WORDS * 8) for i in range(self.n_workers)]
-            words = (N_CONTROL + self.n_readers * L.N_CAPTURE_COUNTERS + self.n_workers * N_WORKER_COUNTERS
-                     + N_EXPORTER_COUNTERS + N_RESOLVER_COUNTERS)
-            self.shared = SharedCounters(f"{tag}-counters", words)
-        except BaseException:
-            self.unlink()
-            raise
+        for k in range(self.n_readers):
+            sub = "" if self.n_readers == 1 else f"r{k}-"
+            self.reader_rings.append([])
+            for i in range(self.n_workers):
+                self.reader_rings[k].append(Ring(f"{tag}-{sub}ring{i}", ring_slots, L.RECORD_BYTES))
+            if settings.resolve_names:
+                self.name_rings.append(Ring(f"{tag}-{sub}names", name_slots, L.NAME_SLOT_BYTES))
+        for i in range(self.n_workers):
+            self.flow_rings.append(Ring(f"{tag}-flows{i}", FLOW_RING_SLOTS, FLOW_WORDS * 8))
+        words = (N_CONTROL + self.n_readers * L.N_CAPTURE_COUNTERS + self.n_workers * N_WORKER_COUNTERS
+                 + N_EXPORTER_COUNTERS + N_RESOLVER_COUNTERS)
+        self.shared = SharedCounters(f"{tag}-counters", words)
+
+    def _make_queues(self, settings: Settings) -> None:
+        # names and control messages for the exporter: a fresh queue each time the exporter or the resolver is
+        # restarted, because the dead one may have held the queue's lock or left half a message in its pipe
+        self.export_queues = [self.ctx.Queue(EXPORT_QUEUE_MESSAGES) for _ in range(1 + MAX_CHANNEL_RESTARTS)]
+        self.reports = self.ctx.Queue()
+        # chunks for the readers (several readers only): one queue each, filled by the planner
+        if self.n_readers > 1 and not settings.live:
+            self.chunk_queues = [self.ctx.Queue(CHUNKS_AHEAD) for _ in range(self.n_readers)]
+
+    def _carve_counters(self) -> None:
         at = 0
         self.control = self.shared.region(at, N_CONTROL)
         at += N_CONTROL
@@ -120,14 +158,6 @@ class Topology:
         at += N_EXPORTER_COUNTERS
         self.resolver_counters = self.shared.region(at, N_RESOLVER_COUNTERS)
         self.resolver_id = self.n_workers  # the resolver's id in wire messages, after the workers'
-        # names and control messages for the exporter: a fresh queue each time the exporter or the resolver is
-        # restarted, because the dead one may have held the queue's lock or left half a message in its pipe
-        self.export_queues = [self.ctx.Queue(EXPORT_QUEUE_MESSAGES) for _ in range(1 + MAX_CHANNEL_RESTARTS)]
-        self.reports = self.ctx.Queue()
-        # chunks for the readers (several readers only): one queue each, filled by the planner
-        self.chunk_queues = ([self.ctx.Queue(CHUNKS_AHEAD) for _ in range(self.n_readers)]
-                             if self.n_readers > 1 and not settings.live
-                             else [])
 
     def worker_rings(self, w: int) -> list[Ring]:
         """Worker w's input: one ring per reader, in reader order."""

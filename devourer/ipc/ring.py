@@ -52,7 +52,7 @@ class _Segment:
     def __init__(self, name: str, size: int):
         self.name = name
         self._path = os.path.join(SHM_DIR, name)
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)  # EEXIST if taken
         try:
             os.ftruncate(fd, size)
             self._map = mmap.mmap(fd, size)
@@ -106,6 +106,10 @@ class Ring(_Segment):
 
     def write(self, records: np.ndarray, should_abort, idle=time.sleep) -> bool:
         """Write all records, waiting for space (lossless replay). False if aborted."""
+        return self.write_upto(records, should_abort, idle) == records.shape[0]
+
+    def write_upto(self, records: np.ndarray, should_abort, idle=time.sleep) -> int:
+        """Write the records, waiting for space, until all are written or ``should_abort()``; how many were."""
         done = 0
         n = records.shape[0]
         pause = 1e-5
@@ -113,7 +117,7 @@ class Ring(_Segment):
             free = self.free_slots()
             if free == 0:
                 if should_abort():
-                    return False
+                    return done
                 idle(pause)
                 pause = min(pause * 2, 2e-3)
                 continue
@@ -121,7 +125,7 @@ class Ring(_Segment):
             self._copy_in(records[done:done + k])
             done += k
             pause = 1e-5
-        return True
+        return done
 
     def _copy_in(self, records: np.ndarray) -> None:
         head = int(self._hdr[H_HEAD])

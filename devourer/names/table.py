@@ -3,7 +3,18 @@
 Fed with ``extract.Observation``s stamped with their packet's time; asked for
 the names of a flow endpoint during the flow. Time is data (microseconds of
 packet time); nothing here reads a clock. Bounded: at most ``max_entries``
-addresses and MACs each, least recently observed out first (counted).
+addresses and MACs each, least recently observed out first (counted), and at
+most ``MAX_NAMES_PER_KEY`` names per address or MAC (MACs per address), the least
+recently observed out first (counted as capped): anyone who can send a DNS
+answer onto the link can give one address any number of names, and every record
+of that address would carry them all.
+
+Why 32: a real host rarely has more than a handful of names at once; a DNS answer
+names an address with its query, owner and CNAME chain (resolvers follow at most
+8-16 links), and a shared CDN or cloud front-end address serves many names, which
+a busy network sees a few dozen of within a TTL. 32 keeps those, and bounds a
+record's names to 32 x 253 characters per endpoint (``names_for`` cuts a longer
+union of address and MAC names to the same bound, counted too).
 
 A name learned for a MAC (DHCP host names, DHCPv6 FQDNs, mDNS/LLMNR/NBNS
 announcements) reaches an address only through a binding of that address to
@@ -24,6 +35,7 @@ from collections import OrderedDict
 from devourer.names.extract import Observation
 
 MAX_INTERVALS = 8
+MAX_NAMES_PER_KEY = 32  # names per address or MAC, MACs per address (see above)
 ADDRESS_KINDS = {"A", "AAAA", "PTR", "NB", "NBSTAT", "sni"}
 MAC_KINDS = {"hostname", "fqdn", "client_fqdn"}
 
@@ -75,12 +87,14 @@ def _overlaps(intervals: list, start: int, end: int) -> bool:
 
 
 class _Bounded(OrderedDict):
-    """key -> {value: intervals}, least recently touched first."""
+    """key -> {value: intervals}, least recently touched first; each key's values in order of first observation."""
 
-    def __init__(self, limit: int):
+    def __init__(self, limit: int, per_key: int = MAX_NAMES_PER_KEY):
         super().__init__()
         self.limit = limit
-        self.evicted = 0
+        self.per_key = per_key
+        self.evicted = 0  # keys pushed out
+        self.capped = 0  # values pushed out of a full key
 
     def add(self, key, value, start: int, end: int) -> None:
         entry = self.get(key)
@@ -91,7 +105,13 @@ class _Bounded(OrderedDict):
                 self.evicted += 1
         else:
             self.move_to_end(key)
-        _add_interval(entry.setdefault(value, []), start, end)
+        intervals = entry.get(value)
+        if intervals is None:
+            if len(entry) >= self.per_key:  # out goes the value whose validity ends first (observed longest ago)
+                del entry[min(entry, key=lambda v: max(iv[1] for iv in entry[v]))]
+                self.capped += 1
+            intervals = entry[value] = []
+        _add_interval(intervals, start, end)
 
     def during(self, key, start: int, end: int) -> list:
         entry = self.get(key)
@@ -107,10 +127,16 @@ class NameTable:
         self.by_mac = _Bounded(max_entries)
         self.bindings = _Bounded(max_entries)  # address -> {mac: intervals}
         self.fingerprints: set[int] = set()  # of every address in by_addr or bindings (maybe a few more)
+        self.cut = 0  # names left off a record by the per-endpoint bound
 
     @property
     def evicted(self) -> int:
         return self.by_addr.evicted + self.by_mac.evicted + self.bindings.evicted
+
+    @property
+    def capped(self) -> int:
+        """Names (and MAC bindings) dropped by the per-address bound, plus names cut off a record."""
+        return self.by_addr.capped + self.by_mac.capped + self.bindings.capped + self.cut
 
     def observe(self, ts_us: int, obs: Observation) -> None:
         ttl = self.default_ttl_us if obs.ttl_s is None else int(obs.ttl_s) * 1_000_000
@@ -149,4 +175,7 @@ class NameTable:
             for name in self.by_mac.during(mac, first_us, last_us):
                 if name not in names:
                     names.append(name)
+        if len(names) > MAX_NAMES_PER_KEY:
+            self.cut += len(names) - MAX_NAMES_PER_KEY
+            del names[MAX_NAMES_PER_KEY:]
         return names

@@ -26,6 +26,7 @@ import random
 import time
 
 from google.api_core import exceptions as gexc
+from google.auth import exceptions as auth_exc
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 from google.oauth2 import service_account
@@ -38,6 +39,7 @@ MAX_BATCH_ROWS = 500
 MAX_BATCH_BYTES = 5 << 20  # well under insertAll's 10 MB request limit
 RETRY_FOR_S = 10.0
 REQUEST_TIMEOUT_S = 30.0
+MAX_REPORTED_IDS = 100_000  # rejected flow ids reported once each, remembered up to this many
 RESPOOL_EVERY_S = 5.0  # while BigQuery is away, how often to try the oldest spooled batch
 
 SCHEMA = [
@@ -54,7 +56,21 @@ SCHEMA = [
     ("dst_tcp_flags", "INTEGER", "NULLABLE"), ("icmp_type", "INTEGER", "NULLABLE"),
     ("icmp_code", "INTEGER", "NULLABLE"), ("sensor", "STRING", "NULLABLE"),
 ]
-TRANSIENT = (gexc.ServerError, gexc.TooManyRequests, gexc.RetryError, ConnectionError, TimeoutError, OSError)
+# what an outage looks like (the service, or the token endpoint of a service-account key, unreachable or
+# overloaded): capture goes on and rows spool
+TRANSIENT = (gexc.ServerError, gexc.TooManyRequests, gexc.RetryError, ConnectionError, TimeoutError, OSError,
+             auth_exc.TransportError)
+
+
+def _refused_key(e: auth_exc.RefreshError) -> SourceError:
+    """The token endpoint answered and refused the key (revoked, wrong, clock far off): not an outage. The
+    endpoint's text is left out: it may quote what was sent."""
+    return SourceError(f"the token endpoint refused the service-account key ({e.__class__.__name__}); check the key "
+                       "(--bigquery-sa-key-file or DEVOURER_BIGQUERY_SA_KEY_DATA)")
+
+
+def _retryable(e: Exception) -> bool:
+    return isinstance(e, TRANSIENT) or (isinstance(e, auth_exc.RefreshError) and getattr(e, "retryable", False))
 
 
 def row_of(record: dict) -> dict:
@@ -75,11 +91,13 @@ def row_of(record: dict) -> dict:
 
 
 def _credentials(settings: Settings):
-    if settings.bigquery_sa_key_data:
+    if settings.bigquery_sa_key_data:  # given, or read from --bigquery-sa-key-file by the supervisor
+        where = (f"--bigquery-sa-key-file {settings.bigquery_sa_key_file}" if settings.bigquery_sa_key_file
+                 else "--bigquery-sa-key-data")
         try:
             return service_account.Credentials.from_service_account_info(json.loads(settings.bigquery_sa_key_data))
         except (ValueError, KeyError, TypeError):
-            raise UsageError("--bigquery-sa-key-data is not a valid service-account key") from None
+            raise UsageError(f"{where} is not a valid service-account key") from None
     if settings.bigquery_sa_key_file:
         try:
             return service_account.Credentials.from_service_account_file(settings.bigquery_sa_key_file)
@@ -146,7 +164,9 @@ def prepare(settings: Settings, warn) -> bool:
     try:
         ensure_table(client(settings), settings)
         return True
-    except TRANSIENT as e:
+    except (*TRANSIENT, auth_exc.RefreshError) as e:
+        if not _retryable(e):
+            raise _refused_key(e) from None
         warn(f"BigQuery does not answer ({e.__class__.__name__}); capturing anyway, rows are spooled "
              f"in {settings.spool_dir} until it does")
         return False
@@ -164,7 +184,7 @@ class BigQuerySink:
         self.clock, self.sleep = clock, sleep
         self.bq = client(settings)
         self.table = table_id(settings)
-        self.spool = Spool(settings.spool_dir, settings.spool_max_bytes)
+        self.spool = Spool(settings.spool_dir, settings.spool_max_bytes, report)
         self.pending: list[dict] = []
         self.pending_bytes = 0
         self.last_flush = clock()
@@ -186,6 +206,9 @@ class BigQuerySink:
 
     def flush(self) -> None:
         pass  # batches leave by size here, by time in tick()
+
+    def reopen(self) -> None:
+        pass  # SIGHUP: nothing to reopen (the spool's files are opened per batch)
 
     def unsettled(self) -> int:
         """Rows taken but neither sent nor spooled yet (held in memory): the oldest rows handed over last."""
@@ -227,6 +250,7 @@ class BigQuerySink:
     def _replay(self, until: float) -> None:
         while True:
             oldest = self.spool.oldest()
+            self.counters["spool_set_aside"] = self.spool.set_aside
             if oldest is None:
                 return
             name, rows = oldest
@@ -257,6 +281,13 @@ class BigQuerySink:
                 return True
             except gexc.NotFound:
                 self.table_ready = False  # table dropped under us: create it again
+            except auth_exc.RefreshError as e:
+                if not _retryable(e):
+                    self.report(str(_refused_key(e)), "error")
+                elif not self.outage_reported:
+                    self.outage_reported = True
+                    self.report(f"BigQuery unavailable ({e.__class__.__name__}); retrying, then spooling "
+                                f"in {self.settings.spool_dir}")
             except TRANSIENT as e:
                 if not self.outage_reported:
                     self.outage_reported = True
@@ -278,6 +309,8 @@ class BigQuerySink:
             self.counters["rejected"] += 1
             row_id = rows[e["index"]]["id"]
             if row_id not in self.reported_ids:
+                if len(self.reported_ids) >= MAX_REPORTED_IDS:  # a bound: rows are rejected for what is in them
+                    self.reported_ids.clear()
                 self.reported_ids.add(row_id)
                 reason = "; ".join(f"{x.get('location', '')}: {x.get('message', '')}" for x in e["errors"]
                                    if x.get("reason") != "stopped")

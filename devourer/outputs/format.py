@@ -64,8 +64,9 @@ class RecordFormatter:
             self._name_lists(names, rows, src_names, dst_names, blob, offsets)
         names_blob = np.frombuffer(bytearray(b"".join(blob)), np.uint8)  # writable: one compiled variant
         size = k * (MAX_FIXED_BYTES + len(self._sensor_json))
-        if len(names_blob):  # a shared list may be written many times
-            size += 2 * k * int(np.diff(np.asarray(offsets)).max())
+        if len(names_blob):  # exactly what the lists take: a shared list is written once per row that has it
+            lengths = np.diff(np.asarray(offsets, np.int64))
+            size += int(lengths[src_names[src_names >= 0]].sum() + lengths[dst_names[dst_names >= 0]].sum())
         buf = np.empty(size, np.uint8)
         used = render(rows, np.uint64(self._seed), self._sensor_json, src_names, dst_names, names_blob,
                       np.asarray(offsets, np.int64), buf)

@@ -6,8 +6,10 @@ Rotation renames the file to ``PATH.<UTC time of the rotation>`` (e.g.
 starts a new one; a thread compresses the old file to ``.gz`` beside it
 (written as ``.gz.tmp``, renamed when complete, then the plain file is removed),
 so the exporter never waits for gzip. The exporter hands over whole batches of
-lines, so a file always ends at the end of a line; a failed write (disk full)
-cuts the file back to the end of the last batch written whole. What a killed process leaves
+lines, so a file always ends at the end of a line; a write that fails part way
+(disk full) keeps every whole line that fitted and cuts the file back to the end
+of the last one (``PartialWrite`` says how many lines of the batch are in the
+file; the exporter counts the rest as lost). What a killed process leaves
 half done is finished at the next start: rotated files not yet compressed are
 compressed, stray ``.gz.tmp`` files removed.
 
@@ -23,6 +25,8 @@ import re
 import shutil
 import threading
 import time
+
+from devourer.outputs import PartialWrite, open_private
 
 COMPRESS_LEVEL = 6
 BUFFER_BYTES = 1 << 20
@@ -49,9 +53,10 @@ class JsonFileSink:
         return bool(self.rotate_bytes or self.rotate_interval_s)
 
     def _open(self) -> None:
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-        self._size = self._committed = os.fstat(self._fd).st_size
+        self._fd = open_private(self.path)
+        self._size = self._on_disk = os.fstat(self._fd).st_size  # size: with what is buffered
         self._buffer = bytearray()
+        self._lines_out = 0  # lines handed over since the last flush that are in the file
 
     def _next_boundary(self) -> float:
         now = self.clock()
@@ -76,7 +81,13 @@ class JsonFileSink:
     def flush(self) -> None:
         """Write what is buffered; the file then ends at the end of the last line handed over."""
         self._write_out()
-        self._committed = self._size
+        self._lines_out = 0
+
+    def reopen(self) -> None:
+        """SIGHUP: write what is buffered and open the path anew (logrotate moved the file away)."""
+        self.flush()
+        os.close(self._fd)
+        self._open()
 
     def _write_out(self) -> None:
         done = 0
@@ -84,16 +95,21 @@ class JsonFileSink:
             with memoryview(self._buffer) as view:  # released before the buffer is cleared
                 while done < len(view):
                     done += os.write(self._fd, view[done:])
-        except OSError:
-            # disk full (or gone): cut the file back to its last flush, so it never ends inside a line;
-            # the exporter counts the whole batch as lost
+        except OSError as e:
+            # disk full (or gone): keep the whole lines that fitted, cut the file back to the end of the last
+            # one, so it never ends inside a line; the exporter counts the lines that are not in the file as lost
+            keep = self._buffer.rfind(b"\n", 0, done) + 1
+            lines = self._lines_out + self._buffer.count(b"\n", 0, keep)
             self._buffer.clear()
-            self._size = self._committed
+            self._size = self._on_disk = self._on_disk + keep
+            self._lines_out = 0
             try:
-                os.ftruncate(self._fd, self._committed)
+                os.ftruncate(self._fd, self._on_disk)
             except OSError:
                 pass
-            raise
+            raise PartialWrite(e, lines) from None
+        self._on_disk += len(self._buffer)
+        self._lines_out += self._buffer.count(b"\n")
         self._buffer.clear()
 
     def close(self) -> None:
@@ -172,7 +188,9 @@ class JsonFileSink:
 def compress(path: str) -> None:
     """path -> path.gz (complete or absent), then path is removed."""
     tmp = path + ".gz.tmp"
-    with open(path, "rb") as src, open(tmp, "wb") as raw:
+    # created private (never readable by others while it is written), given the plain file's mode once complete
+    with open(path, "rb") as src, open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600),
+                                       "wb") as raw:
         with gzip.GzipFile(filename=os.path.basename(path), mode="wb", compresslevel=COMPRESS_LEVEL,
                            fileobj=raw) as dst:
             shutil.copyfileobj(src, dst, 1 << 20)

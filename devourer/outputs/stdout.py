@@ -16,5 +16,8 @@ class StdoutSink:
     def flush(self) -> None:
         pass
 
+    def reopen(self) -> None:
+        pass  # SIGHUP: nothing to reopen
+
     def close(self) -> None:
         pass

@@ -79,6 +79,7 @@ C_CLOCK_US = 10  # capture clock (running max of packet time), for stats
 C_NAME_PACKETS = 11  # name-resolution packets copied to the resolver ring
 C_NAME_DROPPED = 12  # ... that did not fit (live only: the resolver fell behind)
 C_INPUT_BYTES = 13  # bytes of the capture files (or pipe) consumed so far, for progress
+C_ABANDONED = 14  # decoded for a flow but not handed on: the run was stopped by a failure (a dead process)
 N_CAPTURE_COUNTERS = 16
 
 

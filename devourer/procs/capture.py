@@ -172,13 +172,43 @@ class CaptureLoop:
         try:
             data, meta = src.handle.next_batch(k)
         except pcapy.PcapError as e:
-            raise DamagedCaptureError(f"capture file {src.name}: {_pcap_reason(e)}") from None
+            return self._salvage(src, walker, k, wire, e)
         got = len(meta) // 16
         if got != k:
             raise DamagedCaptureError(f"capture file {src.name}: libpcap returned {got} packets where the "
                                       f"file holds {k}")
         walker.commit(k)
+        self._packets_done += k
         return self._filtered(src, data, meta, wire)
+
+    def _salvage(self, src: Source, walker, k: int, wire, error: Exception):
+        """libpcap refused a block inside this batch (a packet on an interface with no description, an interface
+        of another link type, a section in the other byte order) and ``next_batch`` gave none of the batch: read
+        it again packet by packet with a fresh handle, up to the refused block, so every packet before the damage
+        is counted; the damage is raised once they are handed on."""
+        self._damage = DamagedCaptureError(f"capture file {src.name}: {_pcap_reason(error)}; every packet before "
+                                           "it was counted")
+        handle = pcapy.open_offline(src.path)
+        frames, meta = [], []
+        try:
+            for _ in range(self._packets_done):
+                handle.next()
+            offset = 0
+            while len(frames) < k:
+                header, frame = handle.next()
+                if header is None:
+                    break
+                sec, usec = header.getts()
+                frames.append(frame)
+                meta.append((sec & 0xFFFFFFFF, usec, offset, header.getcaplen()))
+                offset += header.getcaplen()
+        except pcapy.PcapError:
+            pass
+        walker.commit(len(frames))
+        self._packets_done += len(frames)
+        if not frames:
+            raise self._damage
+        return self._filtered(src, b"".join(frames), np.array(meta, np.uint32).tobytes(), wire[:len(frames)].copy())
 
     def _filtered(self, src: Source, data, meta, wire):
         if src.bpf is not None:
@@ -224,6 +254,11 @@ class CaptureLoop:
             sec, usec = header.getts()
             caplen = header.getcaplen()
             self.counters[L.C_INPUT_BYTES] += 16 + caplen
+            if not 0 <= sec <= 0xFFFFFFFF:  # pcapng's 64-bit times reach past 2106 and before 1970: unkeyable
+                self.counters[L.C_READ] += 1
+                self.counters[L.C_BYTES] += header.getlen()
+                self.counters[L.C_MALFORMED] += 1
+                continue
             if src.bpf is not None and not src.bpf.filter(frame):
                 self.counters[L.C_FILTERED] += 1
                 continue
@@ -247,13 +282,18 @@ class CaptureLoop:
             recs = recs[order]
             bounds = np.searchsorted(w[order], np.arange(len(rings) + 1))
             parts = [(i, recs[bounds[i]:bounds[i + 1]]) for i in range(len(rings)) if bounds[i + 1] > bounds[i]]
-        for i, part in parts:
+        for j, (i, part) in enumerate(parts):
             if live:
                 if not rings[i].try_write(part):  # the ring counts its own drops too (per worker)
                     self.counters[L.C_RING_DROPPED] += part.shape[0]
                     continue
-            elif not rings[i].write(part, self.abort_requested):
-                return
+            else:
+                written = rings[i].write_upto(part, self.abort_requested)
+                if written < part.shape[0]:
+                    # the run failed (a process died): what did not go in is counted, not handed on
+                    self.counters[L.C_DISPATCHED] += written
+                    self.counters[L.C_ABANDONED] += sum(p.shape[0] for _, p in parts[j:]) - written
+                    return
             self.counters[L.C_DISPATCHED] += part.shape[0]
 
     def _dispatch_names(self, live: bool) -> None:
@@ -309,6 +349,8 @@ class CaptureLoop:
         walker = RecordWalker(src.path, self.settings.batch_packets) if RecordWalker.supports(src.path) else None
         files_before = int(self.counters[L.C_INPUT_BYTES])
         self._pipe_done = False
+        self._packets_done = 0  # packets of this file read through libpcap so far
+        self._damage = None  # found by _salvage; raised once the packets before it are handed on
         try:
             while not self.abort_requested():
                 if walker is None:
@@ -326,6 +368,8 @@ class CaptureLoop:
                 self._replay(src, *batch)
                 if walker is not None:
                     self.counters[L.C_INPUT_BYTES] = files_before + walker.position
+                if self._damage is not None:
+                    raise self._damage
         finally:
             if walker is not None:
                 walker.close()

@@ -13,6 +13,8 @@ CTL_ABORT = 1  # a process died: stop waiting for space or peers
 CTL_FLOWS_LOST = 2  # flows held by workers that died (live mode restarts them)
 CTL_RESTARTS = 3  # worker processes restarted (live mode)
 CTL_CHANNEL_GEN = 4  # exporter and resolver restarts so far = which export queue the two now share
+CTL_REOPEN = 5  # SIGHUPs so far: the exporter reopens its output file when this changes
+CTL_EXPORTER_GONE = 6  # the exporter died and none follows (replay): nobody reads the export queue any more
 N_CONTROL = 8
 
 
@@ -36,8 +38,8 @@ def set_process_name(name: str) -> None:
 def become_child(role: str, handle_term=None) -> int:
     """Set up a freshly forked child (its name and signals); returns the parent's pid.
 
-    Ctrl-C reaches the whole process group, but only the supervisor decides how
-    to stop, so children ignore SIGINT; SIGTERM goes to ``handle_term`` or is
+    Ctrl-C (and a terminal's hangup) reaches the whole process group, but only the supervisor decides how
+    to stop, so children ignore SIGINT and SIGHUP; SIGTERM goes to ``handle_term`` or is
     ignored too (the supervisor drains children through the rings instead)."""
     set_process_name(f"dvr-{role}")
     # What the supervisor imported is never garbage: keep the collector off it (and off those shared pages),
@@ -46,6 +48,7 @@ def become_child(role: str, handle_term=None) -> int:
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal hangs up the whole group: the supervisor decides
     signal.signal(signal.SIGTERM, handle_term if handle_term else signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     if handle_term is not None:

@@ -19,6 +19,7 @@ from devourer.flow import record as R
 from devourer.ipc import wire
 from devourer.names.table import NameTable
 from devourer.outputs.format import RecordFormatter
+from devourer.outputs import PartialWrite
 from devourer.procs.common import orphaned
 from devourer.procs.resolver import WATERMARK_DONE, decode_names
 
@@ -31,11 +32,13 @@ E_BQ_SENT = 5  # rows BigQuery took
 E_BQ_REJECTED = 6  # rows BigQuery refused (reported one by one)
 E_BQ_SPOOLED = 7  # rows waiting in the spool now
 E_BQ_SPOOL_DROPPED = 8  # rows lost because the spool was full
-N_EXPORTER_COUNTERS = 10
+E_BQ_SPOOL_SET_ASIDE = 9  # spool files that were not readable batches, moved aside
+E_NAMES_CAPPED = 10  # names dropped by the per-address bound or cut off a record (names.table)
+N_EXPORTER_COUNTERS = 12
 TICK_S = 0.25
 READ_ROWS = 4096  # rows taken from a flow ring at a time
 SINK_COUNTERS = {"sent": E_BQ_SENT, "rejected": E_BQ_REJECTED, "spooled": E_BQ_SPOOLED,
-                 "spool_dropped": E_BQ_SPOOL_DROPPED}
+                 "spool_dropped": E_BQ_SPOOL_DROPPED, "spool_set_aside": E_BQ_SPOOL_SET_ASIDE}
 
 
 class CounterView:
@@ -62,8 +65,11 @@ class _Taken:
 
 class ExporterLoop:
     def __init__(self, sink, sensor: str, in_queue, flow_rings, counters, parent_pid: int, report,
-                 names: NameTable | None = None, resolver_id: int | None = None, keep_going: bool = False):
+                 names: NameTable | None = None, resolver_id: int | None = None, keep_going: bool = False,
+                 reopen_requested=lambda: 0):
         self.sink = sink
+        self.reopen_requested = reopen_requested  # a count the supervisor raises on SIGHUP
+        self.reopened = reopen_requested()
         # keep_going (live capture to a file): an output that fails (disk full) costs the flows of that moment,
         # counted, and writing resumes once it works again; otherwise the first failure ends the run
         self.keep_going = keep_going
@@ -111,6 +117,7 @@ class ExporterLoop:
             for ts, obs in observations:
                 self.names.observe(ts, obs)
             self.counters[E_NAMES_EVICTED] = self.names.evicted
+            self.counters[E_NAMES_CAPPED] = self.names.capped
             self.watermark = max(self.watermark, watermark)
         else:  # done / lost
             self.waiting_for.discard(sender)
@@ -160,6 +167,9 @@ class ExporterLoop:
                     self.sink.write(self.formatter.lines(part, self.names))
             self.sink.flush()
         except OSError as e:
+            kept = e.lines if isinstance(e, PartialWrite) else 0  # whole lines that are in the file all the same
+            self.counters[E_FLOWS_WRITTEN] += kept
+            rows = rows[kept:]
             self.counters[E_WRITE_FAILED] += len(rows)
             if not self.keep_going:
                 self.failed = True
@@ -176,6 +186,16 @@ class ExporterLoop:
             self.lost_while_down = None
         self.counters[E_FLOWS_WRITTEN] += len(rows)
         self.counters[E_BATCHES] += 1
+        if self.names is not None:
+            self.counters[E_NAMES_CAPPED] = self.names.capped
+
+    def _reopen(self) -> None:
+        self.reopened = self.reopen_requested()
+        try:
+            self.sink.reopen()
+        except OSError as e:
+            self.report(f"cannot reopen the output after SIGHUP: {e.strerror or e}; writing on to the file open "
+                        "before", "error")
 
     def _drain_rings(self, buf: np.ndarray) -> bool:
         """Take every row the workers wrote so far; a worker whose ring is closed and empty is done."""
@@ -208,6 +228,8 @@ class ExporterLoop:
         while self.waiting_for:
             got = self._drain_rings(buf)
             got = self._drain_queue() or got
+            if self.reopen_requested() != self.reopened:
+                self._reopen()
             if hasattr(self.sink, "tick") and time.monotonic() - last_tick >= TICK_S:
                 # time-bound batches and spool replay go on, also while rows keep coming
                 self.sink.tick()

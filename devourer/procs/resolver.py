@@ -121,7 +121,7 @@ class ResolverLoop:
     with a new queue; what was sent to the old one is lost with it)."""
 
     def __init__(self, rings, out_queue, counters, parent_pid: int, resolver_id: int, batch_slots: int = 256,
-                 ordered: bool = True):
+                 ordered: bool = True, give_up=lambda: False):
         self.input = OrderedRings(rings if isinstance(rings, (list, tuple)) else [rings], ordered)
         self.current_queue = out_queue if callable(out_queue) else (lambda: out_queue)
         self.core = NameExtractor(counters)
@@ -130,10 +130,12 @@ class ResolverLoop:
         self.buf = np.zeros((batch_slots, L.NAME_SLOT_BYTES), np.uint8)
         self.pending: list = []
         self.sent_wm = -1
+        self.give_up = give_up  # the run failed: stop waiting for room in the queue (its reader may be dead)
 
     def _send(self, message: bytes) -> bool:
         queue = self.current_queue()
-        return put_until(queue, message, lambda: orphaned(self.parent_pid) or self.current_queue() is not queue)
+        return put_until(queue, message, lambda: orphaned(self.parent_pid) or self.current_queue() is not queue
+                         or self.give_up())
 
     def _flush(self, watermark: int) -> None:
         if self.pending or watermark > self.sent_wm:

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from tests.conftest import PCAPS, capture_records, run_devourer
+from tests.conftest import PCAPS, capture_records, parse_records, run_devourer, summary_counts
 
 
 def _error_lines(stderr: str):
@@ -140,3 +140,60 @@ def test_output_closed_early_stops_the_run_with_one_line(tmp_path):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 1
     assert [x for x in err.splitlines() if "cannot write output" in x] == ["devourer: exporter: cannot write output: Broken pipe"]
+
+
+def _ng_frame(i: int) -> bytes:
+    from tests.pcapbuild import ethernet, ipv4, udp
+
+    return ethernet("02:00:00:00:00:01", "02:00:00:00:00:02", 0x0800,
+                    ipv4("10.1.0.1", f"10.2.{i // 250}.{i % 250 + 1}", 17, udp(30000 + i, 9999, b"p" * 20)))
+
+
+def _ng_damaged(damage: str) -> bytes:
+    from tests.pcapbuild import pcapng_interface, pcapng_packet, pcapng_section
+
+    good = b"".join(pcapng_packet(1_700_000_000_000_000 + i * 1000, _ng_frame(i)) for i in range(100))
+    after = b"".join(pcapng_packet(1_700_000_001_000_000 + i * 1000, _ng_frame(200 + i)) for i in range(5))
+    bad = {"a packet on an interface with no description block": pcapng_packet(1_700_000_000_500_000, _ng_frame(1),
+                                                                                interface=1),
+           "a second interface of another link type": pcapng_interface(linktype=101),
+           "a section in the other byte order": pcapng_section(big=True) + pcapng_interface(big=True)}[damage]
+    return pcapng_section() + pcapng_interface() + good + bad + after
+
+
+@pytest.mark.parametrize("damage", ["a packet on an interface with no description block",
+                                    "a second interface of another link type", "a section in the other byte order"])
+@pytest.mark.parametrize("how", ["file", "pipe"])
+def test_pcapng_damage_libpcap_refuses_keeps_every_packet_before_it(tmp_path, damage, how):
+    """libpcap refuses the block after 100 good packets: those 100 are counted and in their flows, exit 4
+    (before: next_batch raised for the whole batch, and 0 packets were read)."""
+    path = tmp_path / "damaged.pcapng"
+    path.write_bytes(_ng_damaged(damage))
+    out = tmp_path / "flows.jsonl"
+    if how == "file":
+        proc = run_devourer("capture", "-r", path, "-o", "file", "-w", out)
+    else:
+        proc = run_devourer("capture", "-r", "-", "-o", "file", "-w", out, stdin=open(path, "rb"))
+    assert proc.returncode == 4, proc.stderr
+    counts = summary_counts(proc.stderr)
+    assert counts["packets read"] == counts["in flows"] == 100
+    assert len(parse_records(out.read_text())) == 100
+
+
+def test_pcapng_times_past_2106_or_before_1970_are_counted_not_fatal(tmp_path):
+    """pcapng carries 64-bit times; 32-bit seconds do not hold them. On a pipe such a packet crashed the capture
+    process; now it is counted as malformed, and everything else is read."""
+    from tests.pcapbuild import pcapng_interface, pcapng_packet, pcapng_section
+
+    data = (pcapng_section() + pcapng_interface()
+            + b"".join(pcapng_packet(1_700_000_000_000_000 + i * 1000, _ng_frame(i)) for i in range(10))
+            + pcapng_packet(5_000_000_000 * 1_000_000, _ng_frame(50)) + pcapng_packet(-5_000_000, _ng_frame(51))
+            + b"".join(pcapng_packet(1_700_000_000_100_000 + i * 1000, _ng_frame(i)) for i in range(10, 20)))
+    path = tmp_path / "times.pcapng"
+    path.write_bytes(data)
+    out = tmp_path / "flows.jsonl"
+    proc = run_devourer("capture", "-r", "-", "-o", "file", "-w", out, stdin=open(path, "rb"))
+    assert proc.returncode == 0, proc.stderr
+    counts = summary_counts(proc.stderr)
+    assert (counts["packets read"], counts["in flows"], counts["malformed"]) == (22, 20, 2)
+    assert len(parse_records(out.read_text())) == 20

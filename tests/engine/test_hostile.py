@@ -122,3 +122,33 @@ def test_many_distinct_dns_names_stay_within_max_names(tmp_path):
     by_dst = {f["dst"]["addr"]: f["dst"]["names"] for f in flows if f["src"]["port"] == 5000}
     assert by_dst["10.3.19.135"] == ["host4999.example.com"]  # recent: still known
     assert by_dst["10.3.0.1"] == []  # pushed out long before its flow
+
+
+def _dns_answer(ident: int, name: str, address: bytes, ttl: int = 3600) -> bytes:
+    qname = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
+    head = struct.pack("!HHHHHH", ident & 0xFFFF, 0x8180, 1, 1, 0, 0)
+    return head + qname + struct.pack("!HH", 1, 1) + b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, ttl, 4) + address
+
+
+def test_one_address_named_thousands_of_times_keeps_records_bounded(tmp_path):
+    """Spoofed DNS answers give one address 6,000 distinct names (anyone who can send UDP from port 53 onto the
+    link can): the name map keeps at most MAX_NAMES_PER_KEY per address, the rest is counted, and the flows of
+    that address carry the most recently observed names only (before the bound: every name on every record, and
+    an exporter that ran out of memory on a batch of such flows)."""
+    from devourer.names.table import MAX_NAMES_PER_KEY
+
+    victim = bytes([10, 4, 0, 1])
+    records = [pcap_record(T0 + i * 1e-4, ethernet(A, B, 0x0800, ipv4("10.3.255.1", "10.3.255.2", 17, udp(
+        53, 40000, _dns_answer(i, f"n{i}.flood.example", victim))))) for i in range(6_000)]
+    records += [pcap_record(T0 + 1 + i * 1e-3, ethernet(A, B, 0x0800, ipv4(f"10.9.0.{i + 1}", "10.4.0.1", 17,
+                                                                           udp(5000 + i, 443, b"x"))))
+                for i in range(200)]
+    proc, s, flows = replay(tmp_path, records)
+    assert proc.returncode == 0, proc.stderr
+    to_victim = [f for f in flows if f["dst"]["addr"] == "10.4.0.1"]
+    assert len(to_victim) == 200
+    expected = [f"n{i}.flood.example" for i in range(6_000 - MAX_NAMES_PER_KEY, 6_000)]
+    assert all(f["dst"]["names"] == expected for f in to_victim)
+    capped = int(re.search(r"([\d,]+) over the bound per address", proc.stderr).group(1).replace(",", ""))
+    assert capped == 6_000 - MAX_NAMES_PER_KEY
+    assert max(len(line) for line in (tmp_path / "flows.jsonl").read_bytes().splitlines()) < 2_000

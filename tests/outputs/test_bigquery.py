@@ -182,7 +182,8 @@ def test_bigquery_flags_from_the_original_tools_environment(emulator, client, da
 def test_key_material_never_reaches_the_output(tmp_path):
     secret = '{"type": "service_account", "private_key": "-----BEGIN PRIVATE KEY-----SECRETSECRET"}'
     proc = run_devourer("capture", "-r", PCAPS / "dpkt__http.pcap", "-o", "bigquery", "--bigquery-project-id", "p",
-                        "--bigquery-dataset-id", "d", "--bigquery-sa-key-data", secret, "--spool-dir", tmp_path / "s")
+                        "--bigquery-dataset-id", "d", "--spool-dir", tmp_path / "s",
+                        env={"DEVOURER_BIGQUERY_SA_KEY_DATA": secret})
     assert proc.returncode == 2
     assert "SECRET" not in proc.stderr + proc.stdout
     assert "--bigquery-sa-key-data is not a valid service-account key" in proc.stderr
@@ -378,3 +379,97 @@ def test_bigquery_killed_mid_run_and_restarted_gets_every_flow_once(emulator, tm
         server.terminate()
         server.wait(timeout=30)
         shutil.rmtree(data, ignore_errors=True)
+
+
+def _service_account_key(token_uri: str) -> str:
+    """A real, freshly made service-account key (RSA 2048) whose token endpoint is token_uri."""
+    import json
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    return json.dumps({"type": "service_account", "project_id": PROJECT, "private_key_id": "k1",
+                       "private_key": pem, "client_email": "devourer@test-project.iam.gserviceaccount.com",
+                       "client_id": "1", "token_uri": token_uri})
+
+
+def test_unreachable_token_endpoint_spools_like_any_outage(tmp_path):
+    """A service-account key while the network is down at boot: the token request fails to connect. That is an
+    outage like BigQuery's own (capture runs, rows spool, exit 0), not a traceback and exit 1."""
+    down = f"http://127.0.0.1:{free_port()}"
+    key = _service_account_key(f"{down}/token")
+    spool = tmp_path / "spool"
+    proc = run_devourer("capture", "-r", PCAPS / "dpkt__http.pcap", *_bq_args(down, "d", spool),
+                        env={"DEVOURER_BIGQUERY_SA_KEY_DATA": key})
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "rows are spooled" in proc.stderr
+    assert "3 waiting in the spool" in proc.stderr
+    assert "PRIVATE KEY" not in proc.stderr
+
+
+def test_key_material_is_refused_in_argv_and_gone_from_every_process(tmp_path):
+    """A key on the command line is in /proc/PID/cmdline of every process, for every local user (ps): refused.
+    From the environment it is taken out once read: no process shows it in cmdline or environ."""
+    key = _service_account_key(f"http://127.0.0.1:{free_port()}/token")
+    marker = key[key.index("MII"):key.index("MII") + 40]
+    proc = run_devourer("capture", "-r", PCAPS / "dpkt__http.pcap", "-o", "bigquery", "--bigquery-project-id", "p",
+                        "--bigquery-dataset-id", "d", "--bigquery-sa-key-data", key, "--spool-dir", tmp_path / "s")
+    assert proc.returncode == 2 and "visible to every local user" in proc.stderr
+    assert marker not in proc.stderr
+    fifo = tmp_path / "in.pcap"
+    os.mkfifo(fifo)
+    down = f"http://127.0.0.1:{free_port()}"
+    env = dict(os.environ, DEVOURER_BIGQUERY_SA_KEY_DATA=key)
+    live = subprocess.Popen([str(REPO / ".venv" / "bin" / "python"), "-m", "devourer", "capture", "-r", str(fifo),
+                             *_bq_args(down, "d", tmp_path / "spool")], cwd=REPO, env=env,
+                            stderr=subprocess.PIPE, text=True)
+    from tests.engine.proctools import children_of
+    from tests.pcapbuild import pcap_header
+
+    try:
+        with open(fifo, "wb", buffering=0) as writer:
+            writer.write(pcap_header())
+            deadline = time.monotonic() + 60
+            while len(children_of(live.pid)) < 4 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            pids = [live.pid, *children_of(live.pid)]
+            assert len(pids) >= 5
+            for pid in pids:
+                for what in ("cmdline", "environ"):
+                    with open(f"/proc/{pid}/{what}", "rb") as f:
+                        assert marker.encode() not in f.read(), (pid, what)
+    finally:
+        err = live.communicate(timeout=60)[1]
+    assert live.returncode == 0, err
+
+
+def test_spool_stays_private_and_a_damaged_batch_is_set_aside(emulator, client, dataset, tmp_path):
+    """An existing spool folder left 0755 is set back to 0700 and batches are 0600 whatever the umask; a stray or
+    damaged file that looks like a batch is moved aside (counted), not a crash at every start."""
+    spool = tmp_path / "spool"
+    spool.mkdir(mode=0o755)
+    os.chmod(spool, 0o755)
+    down = f"http://127.0.0.1:{free_port()}"
+    proc = subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-m", "devourer", "capture", "-r",
+                           str(PCAPS / "dpkt__http.pcap"), *_bq_args(down, dataset, spool)], capture_output=True,
+                          text=True, cwd=REPO, timeout=120, preexec_fn=lambda: os.umask(0))
+    assert proc.returncode == 0, proc.stderr
+    batches = list(spool.glob("*.jsonl"))
+    assert batches and oct(os.stat(spool).st_mode & 0o777) == "0o700"
+    assert all(oct(os.stat(b).st_mode & 0o777) == "0o600" for b in batches)
+    (spool / "00000000000000000001-1-000001.jsonl").write_bytes(b"\x00\xffnot json\n")  # oldest: read first
+    (spool / "notes.txt").write_text("left by an operator")
+    (spool / "00000000000000000002-1-000001.jsonl").mkdir()
+    empty = tmp_path / "empty.pcap"
+    from tests.pcapbuild import write_pcap
+
+    write_pcap(empty, [])
+    proc = run_devourer("capture", "-r", empty, *_bq_args(emulator, dataset, spool))
+    assert proc.returncode == 0, proc.stderr
+    assert "spool file 00000000000000000001-1-000001.jsonl is not a readable batch" in proc.stderr
+    assert "1 damaged spool files set aside" in proc.stderr
+    assert (spool / "damaged" / "00000000000000000001-1-000001.jsonl").exists()
+    assert (spool / "notes.txt").exists()
+    assert len(_rows(client, dataset)) == 3  # the good batch behind the damaged one was sent

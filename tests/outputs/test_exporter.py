@@ -8,7 +8,7 @@ import numpy as np
 from devourer.flow import record as R
 from devourer.names.extract import Observation
 from devourer.names.table import NameTable
-from devourer.procs.exporter import ExporterLoop
+from devourer.procs.exporter import N_EXPORTER_COUNTERS, ExporterLoop
 from devourer.procs.resolver import WATERMARK_DONE, encode_names
 
 
@@ -40,7 +40,7 @@ def flow_row(last_us: int) -> np.ndarray:
 
 def test_flows_wait_for_the_watermark_and_get_names_seen_before_they_ended():
     sink = ListSink()
-    loop = ExporterLoop(sink, "s", queue.Queue(), [None], np.zeros(8, np.int64), parent_pid=0, report=print,
+    loop = ExporterLoop(sink, "s", queue.Queue(), [None], np.zeros(N_EXPORTER_COUNTERS, np.int64), parent_pid=0, report=print,
                         names=NameTable(), resolver_id=1)
     t = 1_700_000_000_000_000
     loop.take_rows(np.array([flow_row(t + 5_000_000)]))
@@ -55,6 +55,6 @@ def test_flows_wait_for_the_watermark_and_get_names_seen_before_they_ended():
 
 def test_without_a_resolver_flows_go_out_at_once():
     sink = ListSink()
-    loop = ExporterLoop(sink, "s", queue.Queue(), [None], np.zeros(8, np.int64), parent_pid=0, report=print)
+    loop = ExporterLoop(sink, "s", queue.Queue(), [None], np.zeros(N_EXPORTER_COUNTERS, np.int64), parent_pid=0, report=print)
     loop.take_rows(np.array([flow_row(1_700_000_000_000_000)]))
     assert len(sink.lines) == 1 and loop.watermark == WATERMARK_DONE
