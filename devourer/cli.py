@@ -317,7 +317,8 @@ def _check_bigquery_names(args) -> None:
     for flag, value, pattern, what in (
             ("--bigquery-project-id", args.bigquery_project_id, _PROJECT,
              "lower-case letters, digits, '-', '.', ':', at most 128"),
-            ("--bigquery-dataset-id", args.bigquery_dataset_id, _DATASET_OR_TABLE, "letters, digits, '_', at most 1,024"),
+            ("--bigquery-dataset-id", args.bigquery_dataset_id, _DATASET_OR_TABLE,
+             "letters, digits, '_', at most 1,024"),
             ("--bigquery-table", args.bigquery_table, _DATASET_OR_TABLE, "letters, digits, '_', at most 1,024")):
         if not pattern.match(value):
             raise UsageError(f"{flag} {value!r}: not a BigQuery name ({what})")

@@ -4,8 +4,8 @@ With ``--user``, every file devourer writes (the output, rotated files, the log,
 user's rights, as tcpdump ``-Z`` opens its savefiles after dropping root: ``acting_as`` switches the effective
 ids for the opening only. Root never creates, follows or hands over a path in a folder the user controls, so a
 link planted there (``flows.jsonl -> /etc/shadow``) reaches nothing the user could not reach itself. What root
-does read for the user (a service-account key file) must be a regular file that is root's or the user's,
-opened without following a link at its end (``read_private_file``).
+does read for the user (a service-account key file the user may not read) it reads only through folders the
+user cannot write (``read_private_file``).
 
 Where the interpreter carries the capture capabilities as *permitted* file
 capabilities only (``setcap cap_net_raw,cap_net_admin+ip``, as the Docker image
@@ -111,22 +111,61 @@ MAX_KEY_FILE_BYTES = 1 << 20
 
 
 def read_private_file(path: str, run_as: RunAs | None) -> str:
-    """A small secret file read as root on the user's behalf: the last component is not followed, and the file
-    must be a regular file with one link, owned by root or by the user (a file the user planted is then the
-    user's own, and a link to another file is refused). Raises OSError or ValueError (naming what is wrong)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    """A small secret file (a service-account key) read for the engine. Without --user, or where the user may
+    read it itself, it is read with the user's rights: nothing to guard. Root reads it on the user's behalf only
+    through folders the user cannot write, the path as given and where its links lead (a link the user planted,
+    ``key.json -> /etc/shadow``, needs a folder it can write), and only a regular file of root's with one link.
+    Raises OSError or ValueError (naming what is wrong)."""
+    if run_as is None or os.geteuid() != 0:
+        return _read_small(path)
+    try:
+        with acting_as(run_as):
+            return _read_small(path)
+    except PermissionError:
+        pass
+    if (open_to_user := _folder_open_to(path, run_as)) is not None:
+        raise ValueError(f"the user of --user can change {open_to_user}, so root does not read through it")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
-            raise ValueError("not a regular file with a single link")
-        owners = {0, os.geteuid()} | ({run_as[0]} if run_as else set())
-        if st.st_uid not in owners:
-            raise ValueError(f"owned by uid {st.st_uid}, neither root nor the user devourer runs as")
-        if st.st_size > MAX_KEY_FILE_BYTES:
-            raise ValueError(f"larger than {MAX_KEY_FILE_BYTES} bytes")
-        data = os.read(fd, MAX_KEY_FILE_BYTES + 1)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_uid != 0:
+            raise ValueError("not a regular file of root's with a single link")
+        return _read_fd(fd)
     finally:
         os.close(fd)
+
+
+def _folder_open_to(path: str, run_as: RunAs) -> str | None:
+    """The first folder on the way to path (as given, and as its links resolve) where the user could put or
+    replace the next step, or None. A sticky folder the user can write (/tmp) is safe where the next step is
+    not the user's: there the user may add entries but not replace others'."""
+    for p in (os.path.abspath(path), os.path.realpath(path)):
+        child = p
+        while (folder := os.path.dirname(child)) != child:
+            with acting_as(run_as):
+                writable = os.access(folder, os.W_OK, effective_ids=True)
+            if writable:
+                sticky = os.stat(folder).st_mode & stat.S_ISVTX
+                if not sticky or os.lstat(child).st_uid == run_as[0]:
+                    return folder
+            child = folder
+    return None
+
+
+def _read_small(path: str) -> str:
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("not a regular file")
+        return _read_fd(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_fd(fd: int) -> str:
+    data = os.read(fd, MAX_KEY_FILE_BYTES + 1)
+    if len(data) > MAX_KEY_FILE_BYTES:
+        raise ValueError(f"larger than {MAX_KEY_FILE_BYTES:,} bytes")
     return data.decode("utf-8", "replace")
 
 

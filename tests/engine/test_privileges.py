@@ -141,3 +141,21 @@ def test_a_key_file_the_user_swapped_for_a_link_is_not_read(users_folder, tmp_pa
                         "--user", "nobody")
     assert proc.returncode == 3 and "cannot read --bigquery-sa-key-file" in proc.stderr, proc.stderr
     assert "secret" not in proc.stderr
+
+
+def test_a_key_only_root_may_read_is_read_for_the_user(users_folder):
+    """The usual service: the key is root's (0600, in a folder of root's), the user runs the engine. Root reads
+    it, the exporter gets it: with the token endpoint unreachable, the rows spool (the key was valid)."""
+    from tests.outputs.test_bigquery import _service_account_key
+
+    top, mine, _ = users_folder
+    key = os.path.join(top, "key.json")
+    with open(key, "w") as f:
+        f.write(_service_account_key("http://127.0.0.1:9/token"))
+    os.chmod(key, 0o600)
+    proc = run_devourer("capture", "-r", "samples/http.pcap", "-o", "bigquery", "--bigquery-project-id", "p",
+                        "--bigquery-dataset-id", "d", "--bigquery-endpoint", "http://127.0.0.1:9",
+                        "--bigquery-sa-key-file", key, "--spool-dir", os.path.join(mine, "spool"),
+                        "--bigquery-flush-interval", "1s", "--user", "nobody")
+    assert proc.returncode == 0, proc.stderr
+    assert "3 waiting in the spool" in proc.stderr
