@@ -41,6 +41,7 @@ class JsonFileSink:
         self.keep = keep
         self.report = report or (lambda text, level="warning": None)
         self.clock = clock
+        self._lines_out = 0  # lines handed over since the last flush that are in a file (a rotated one too)
         self._open()
         self._period_end = self._next_boundary() if rotate_interval_s else None
         self._compress_queue: queue.Queue | None = None
@@ -56,7 +57,6 @@ class JsonFileSink:
         self._fd = open_private(self.path)
         self._size = self._on_disk = os.fstat(self._fd).st_size  # size: with what is buffered
         self._buffer = bytearray()
-        self._lines_out = 0  # lines handed over since the last flush that are in the file
 
     def _next_boundary(self) -> float:
         now = self.clock()
