@@ -102,16 +102,10 @@ def emit(level: str, text: str, role: str = SUPERVISOR, pid: int | None = None, 
 
 
 def reopen() -> None:
-    """SIGHUP: reopen a log file (after it was moved or removed), as daemons do."""
+    """SIGHUP: reopen a log file that was moved or removed, as daemons do (at once, not at the next line)."""
     for h in log.handlers:
         if isinstance(h, PrivateFileHandler):
-            h.acquire()
-            try:
-                if h.stream:
-                    h.stream.close()
-                h.stream = h._open()
-            finally:
-                h.release()
+            h.reopenIfNeeded()
 
 
 def logs_to_stderr() -> bool:

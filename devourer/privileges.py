@@ -125,14 +125,7 @@ def read_private_file(path: str, run_as: RunAs | None) -> str:
         pass
     if (open_to_user := _folder_open_to(path, run_as)) is not None:
         raise ValueError(f"the user of --user can change {open_to_user}, so root does not read through it")
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_uid != 0:
-            raise ValueError("not a regular file of root's with a single link")
-        return _read_fd(fd)
-    finally:
-        os.close(fd)
+    return _read_small(path, roots_only=True)
 
 
 def _folder_open_to(path: str, run_as: RunAs) -> str | None:
@@ -152,18 +145,18 @@ def _folder_open_to(path: str, run_as: RunAs) -> str | None:
     return None
 
 
-def _read_small(path: str) -> str:
+def _read_small(path: str, roots_only: bool = False) -> str:
+    """A regular file of at most MAX_KEY_FILE_BYTES; ``roots_only``: also root's, with a single link."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             raise ValueError("not a regular file")
-        return _read_fd(fd)
+        if roots_only and (st.st_nlink != 1 or st.st_uid != 0):
+            raise ValueError("not a regular file of root's with a single link")
+        data = os.read(fd, MAX_KEY_FILE_BYTES + 1)
     finally:
         os.close(fd)
-
-
-def _read_fd(fd: int) -> str:
-    data = os.read(fd, MAX_KEY_FILE_BYTES + 1)
     if len(data) > MAX_KEY_FILE_BYTES:
         raise ValueError(f"larger than {MAX_KEY_FILE_BYTES:,} bytes")
     return data.decode("utf-8", "replace")

@@ -111,7 +111,6 @@ class Supervisor:
         self.progress: ProgressBar | None = None
         self.metrics: MetricsServer | None = None
         self.workers_died = False  # a worker died: the packets it had not counted are "lost with dead workers"
-        self.exporter_died = False  # the flows it had not written are lost at the output (replay)
         self.capture_died = False  # the batch it had decoded but not handed on is abandoned
 
     def _say(self, text: str, level: str = "error", role: str = logs.SUPERVISOR, pid: int | None = None,
@@ -286,7 +285,6 @@ class Supervisor:
             self._say(f"{role} (pid {p.pid}) {how}")
             self.failed = True
             if role == "exporter":
-                self.exporter_died = True
                 topo.control[CTL_EXPORTER_GONE] = 1  # the resolver stops waiting for room in its queue
             elif role.startswith("worker"):
                 self._tell_exporter(topo, wire.lost(int(role.split()[1])))

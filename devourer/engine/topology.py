@@ -103,8 +103,6 @@ class Topology:
                     break
                 except FileExistsError:  # someone made one of these names: none of ours is opened, try anew
                     self.unlink()
-                    self.reader_rings, self.name_rings, self.flow_rings = [], [], []
-                    self.__dict__.pop("shared", None)
                     if attempt == NAME_ATTEMPTS - 1:
                         raise
             self._make_queues(settings)
@@ -114,6 +112,7 @@ class Topology:
         self._carve_counters()
 
     def _make_segments(self, settings: Settings, tag: str) -> None:
+        self.reader_rings, self.name_rings, self.flow_rings = [], [], []  # an earlier attempt's are unlinked
         # with several readers each ring needs to hold only a few chunks' share, and there are readers x workers
         share = 1 << max(0, (self.n_readers - 1).bit_length())
         ring_slots = max(4096, settings.ring_slots // share)

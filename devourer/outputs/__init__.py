@@ -23,8 +23,6 @@ class PartialWrite(OSError):
         self.lines = lines
 
 
-
-
 def open_sink(settings: Settings, report=None, counters=None):
     if settings.output == "bigquery":
         from devourer.outputs.bigquery import BigQuerySink

@@ -281,15 +281,10 @@ class BigQuerySink:
                 return True
             except gexc.NotFound:
                 self.table_ready = False  # table dropped under us: create it again
-            except auth_exc.RefreshError as e:
+            except (*TRANSIENT, auth_exc.RefreshError) as e:
                 if not _retryable(e):
                     self.report(str(_refused_key(e)), "error")
                 elif not self.outage_reported:
-                    self.outage_reported = True
-                    self.report(f"BigQuery unavailable ({e.__class__.__name__}); retrying, then spooling "
-                                f"in {self.settings.spool_dir}")
-            except TRANSIENT as e:
-                if not self.outage_reported:
                     self.outage_reported = True
                     self.report(f"BigQuery unavailable ({e.__class__.__name__}); retrying, then spooling "
                                 f"in {self.settings.spool_dir}")

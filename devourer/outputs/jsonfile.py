@@ -86,8 +86,9 @@ class JsonFileSink:
     def reopen(self) -> None:
         """SIGHUP: write what is buffered and open the path anew (logrotate moved the file away)."""
         self.flush()
-        os.close(self._fd)
-        self._open()
+        old = self._fd
+        self._open()  # raises before touching self._fd: where the path cannot be opened, writing goes on to old
+        os.close(old)
 
     def _write_out(self) -> None:
         done = 0
