@@ -15,7 +15,8 @@ import sys
 import configargparse
 
 from devourer import __version__, logs
-from devourer.errors import EXIT_USAGE, DevourerError, SourceError, UsageError
+from devourer.errors import (EXIT_DAMAGED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, DevourerError, SourceError,
+                             UsageError)
 from devourer.privileges import resolve_user, scrub_environment
 from devourer.settings import Settings
 
@@ -200,6 +201,13 @@ def build_parser() -> _Parser:
         auto_env_var_prefix="DEVOURER_", args_for_setting_config_path=["-c", "--config"],
         config_arg_help_message="config file of 'flag = value' lines (e.g. conf/devourer.conf)",
         formatter_class=configargparse.ArgumentDefaultsHelpFormatter)
+    for add_flags in (_add_input_flags, _add_output_flags, _add_bigquery_flags, _add_flow_flags, _add_operation_flags,
+                      _add_engine_flags):
+        add_flags(cap)
+    return parser
+
+
+def _add_input_flags(cap) -> None:
     src = cap.add_argument_group("input")
     src.add_argument("-i", "--interface", help="capture live from this network interface")
     src.add_argument("-r", "--read-file", action="append", metavar="FILE",
@@ -212,6 +220,9 @@ def build_parser() -> _Parser:
                      help="live: put the interface in promiscuous mode")
     src.add_argument("--buffer-size", type=_size_in(64 << 10, MAX_BUFFER), default="64M",
                      help="live: kernel capture buffer size")
+
+
+def _add_output_flags(cap) -> None:
     out = cap.add_argument_group("output")
     out.add_argument("-o", "--output", choices=["stdout", "file", "bigquery"], default="stdout",
                      help="where flow records go")
@@ -220,6 +231,17 @@ def build_parser() -> _Parser:
                      help="print a statistics line on stderr this often (e.g. 10s); 0: never")
     out.add_argument("--sensor-id", type=_typed(_sensor_id, "sensor id"), default=socket.gethostname(),
                      help="name of this sensor; part of every flow id and written as 'sensor'")
+    out.add_argument("--rotate-size", type=_size_in(1, 1 << 40, zero_ok=True), default="0",
+                     help="with -o file: start a new file once the current one reaches this size (e.g. 1G); "
+                          "the old one is renamed with the time and compressed (gzip); 0: never")
+    out.add_argument("--rotate-interval", type=_duration_in(1, 366 * DAY, zero_ok=True), default="0",
+                     help="with -o file: start a new file at every multiple of this wall-clock interval (e.g. 1h, "
+                          "1d: on the hour, at midnight UTC); 0: never")
+    out.add_argument("--rotate-keep", type=_count_in(1, 1_000_000, zero_ok=True), default=0,
+                     help="with rotation: keep at most this many old files, deleting the oldest; 0: keep all")
+
+
+def _add_bigquery_flags(cap) -> None:
     bq = cap.add_argument_group("BigQuery output (-o bigquery)")
     bq.add_argument("--bigquery-project-id", "--bq-project-id", metavar="PROJECT",
                     help="project of the dataset (env also DEVOURER_BQ_PROJECT_ID)")
@@ -242,6 +264,9 @@ def build_parser() -> _Parser:
                          "(also after a restart)")
     bq.add_argument("--spool-max-size", type=_size_in(1 << 20, 1 << 40), default="1G",
                     help="the spool's bound; rows that do not fit are counted as dropped")
+
+
+def _add_flow_flags(cap) -> None:
     flows = cap.add_argument_group("flows")
     flows.add_argument("--flow-timeout", type=_duration_in(1e-3, MAX_TIMEOUT_S), default="120s",
                        help="a flow idle this long (packet time) is written out")
@@ -259,14 +284,9 @@ def build_parser() -> _Parser:
     names.add_argument("--name-lifetime", type=_duration_in(1, MAX_TIMEOUT_S), default="1h",
                        help="how long a name holds when the packet gives no lifetime (TLS SNI, NBNS, DHCP "
                             "without lease time)")
-    out.add_argument("--rotate-size", type=_size_in(1, 1 << 40, zero_ok=True), default="0",
-                     help="with -o file: start a new file once the current one reaches this size (e.g. 1G); "
-                          "the old one is renamed with the time and compressed (gzip); 0: never")
-    out.add_argument("--rotate-interval", type=_duration_in(1, 366 * DAY, zero_ok=True), default="0",
-                     help="with -o file: start a new file at every multiple of this wall-clock interval (e.g. 1h, "
-                          "1d: on the hour, at midnight UTC); 0: never")
-    out.add_argument("--rotate-keep", type=_count_in(1, 1_000_000, zero_ok=True), default=0,
-                     help="with rotation: keep at most this many old files, deleting the oldest; 0: keep all")
+
+
+def _add_operation_flags(cap) -> None:
     ops = cap.add_argument_group("operation")
     ops.add_argument("--log-level", choices=logs.LEVELS, default=None,
                      help="least severe log line written (stats and the summary are info); default info, "
@@ -289,6 +309,9 @@ def build_parser() -> _Parser:
                      help="serve Prometheus metrics over HTTP on this port (/metrics); 0: off")
     ops.add_argument("--metrics-address", default="0.0.0.0", metavar="ADDRESS",
                      help="address the metrics server listens on")
+
+
+def _add_engine_flags(cap) -> None:
     eng = cap.add_argument_group("engine")
     eng.add_argument("--workers", type=_count_in(1, MAX_WORKERS), default=default_workers(),
                      help="flow-table worker processes")
@@ -304,7 +327,6 @@ def build_parser() -> _Parser:
                      help="packet records per worker ring (rounded up to a power of two)")
     eng.add_argument("--shutdown-timeout", type=_duration_in(0.1, DAY), default="60s",
                      help="on SIGTERM/SIGINT, wait this long for the orderly drain before killing")
-    return parser
 
 
 _PROJECT = re.compile(r"^[a-z0-9][a-z0-9.:-]{0,127}$")  # incl. legacy domain-scoped ids (example.com:project)
@@ -425,12 +447,10 @@ def main(argv=None) -> int:
         return EXIT_USAGE
     if args.command == "version":
         print(version_text())
-        return 0
+        return EXIT_OK
     if args.command == "names":
-        from devourer.names import dump
-
         try:
-            return dump.main(Settings(read_files=tuple(args.read_file)), args.json)
+            return _names(Settings(read_files=tuple(args.read_file)), args.json)
         except DevourerError as e:
             print(f"devourer: error: {e}", file=sys.stderr)
             return e.exit_status
@@ -451,7 +471,19 @@ def main(argv=None) -> int:
         logs.emit("error", str(e))
         return e.exit_status
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+
+
+def _names(settings: Settings, as_json: bool) -> int:
+    """`devourer names`: the observations of the files, printed; EXIT_DAMAGED when a file was damaged."""
+    from devourer.engine.inprocess import observations
+    from devourer.names import dump
+
+    obs, _, errors = observations(settings)
+    dump.write(obs, as_json, sys.stdout.write)
+    for e in errors:
+        print(f"devourer: {e}", file=sys.stderr)
+    return EXIT_DAMAGED if errors else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ EXIT_FAILURE = 1  # a process of the engine died or an output failed
 EXIT_USAGE = 2  # invalid flag, environment variable or config value
 EXIT_INPUT = 3  # a capture source or the output cannot be opened
 EXIT_DAMAGED = 4  # a capture file is damaged; every flow read before the damage was written
+EXIT_INTERRUPTED = 130  # Ctrl-C before the engine ran (the shell's 128 + SIGINT)
 
 
 class DevourerError(Exception):

@@ -1,7 +1,7 @@
 """devourer's log: one ``logging`` logger, written by the supervisor only.
 
-Children never write to stderr themselves: they send ``(role, level, text)``
-to the supervisor (``engine.topology`` reports queue), which logs it with the
+Children never write to stderr themselves: they put a ``procs.report.Report``
+on the reports queue (``engine.topology``), and the supervisor logs it with the
 child's role, so lines of different processes cannot interleave mid-line.
 
 Two formats (``--log-format``):
@@ -20,10 +20,11 @@ packet: the busiest lines are the periodic stats.
 import datetime
 import logging
 import logging.handlers
-import os
 import sys
 
 import orjson
+
+from devourer.outputs import open_private
 
 LOGGER_NAME = "devourer"
 LEVELS = ("debug", "info", "warning", "error")
@@ -65,9 +66,7 @@ class PrivateFileHandler(logging.handlers.WatchedFileHandler):
     """Appends to a log file, reopened when logrotate moves it; 0640 at most, whatever the umask or the file had
     (the log names hosts and addresses)."""
 
-    def _open(self):
-        from devourer.outputs import open_private
-
+    def _open(self):  # runs as the --user user, who may not read the interpreter: open_private is imported above
         return open(open_private(self.baseFilename), "a", encoding=self.encoding, errors=self.errors)
 
 

@@ -9,8 +9,8 @@ First the capture is read in this process through the engine's own parts
 row and every name observation, exactly what the exporter process is handed in
 a run. Then only the exporter's work is timed: feeding the observations to the
 name map, and formatting every row (names looked up) into JSON lines written to
-/dev/null through the file output, in the batches the exporter uses. DESIGN.md
-§9 asks that this take less time than counting the capture's packets did.
+/dev/null through the file output, in the batches the exporter uses. docs/architecture.md
+§7 asks that this take less time than counting the capture's packets did.
 """
 
 import argparse
@@ -25,38 +25,19 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from bench import CAPTURES, generate  # noqa: E402
-from devourer.flow.table import FlowTable  # noqa: E402
-from devourer.names import dump  # noqa: E402
+from devourer.engine import inprocess  # noqa: E402
 from devourer.names.table import NameTable  # noqa: E402
 from devourer.outputs.format import RecordFormatter  # noqa: E402
 from devourer.outputs.jsonfile import JsonFileSink  # noqa: E402
-from devourer.packet import layout as L  # noqa: E402
-from devourer.procs.capture import CaptureLoop, open_sources  # noqa: E402
 from devourer.procs.exporter import READ_ROWS  # noqa: E402
-from devourer.procs.resolver import N_RESOLVER_COUNTERS, NameExtractor  # noqa: E402
 from devourer.settings import Settings  # noqa: E402
-
-
-class _Table(dump._Discard):
-    """A worker ring stand-in: records go straight into one flow table."""
-
-    def __init__(self, settings: Settings):
-        self.rows = []
-        self.table = FlowTable(settings.idle_timeout_us, settings.active_timeout_us, settings.max_flows,
-                               self.rows.append)
-
-    def write(self, records, should_abort) -> bool:
-        self.table.ingest(records)
-        return True
 
 
 def collect(path: Path):
     settings = Settings(read_files=(str(path),))
-    flows = _Table(settings)
-    names = dump._Collect(NameExtractor(np.zeros(N_RESOLVER_COUNTERS, np.int64)))
+    flows, names = inprocess.ToTable(settings), inprocess.ToNames()
     t0 = time.perf_counter()
-    CaptureLoop(settings, [flows], np.zeros(L.N_CAPTURE_COUNTERS, np.int64), lambda: False, lambda: False, print,
-                name_ring=names).run(open_sources(settings))
+    inprocess.read(settings, flows, names)
     flows.table.flush()
     took = time.perf_counter() - t0
     return np.concatenate(flows.rows), names.observations, took
@@ -104,7 +85,7 @@ def main() -> int:
     for start in range(0, len(rows), READ_ROWS):
         lines = formatter.lines(rows[start:start + READ_ROWS], names)
         written += len(lines)
-        sink.write(lines)
+        sink.write_lines(lines)
     sink.flush()
     t2 = time.perf_counter()
     named = sum(1 for line in formatter.lines(rows, names).splitlines() if b'"names":["' in line)

@@ -18,29 +18,19 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from devourer.names import dump  # noqa: E402
+from devourer.counters import N_RESOLVER_COUNTERS, R_MALFORMED, R_OBSERVATIONS  # noqa: E402
+from devourer.engine import inprocess  # noqa: E402
+from devourer.names.observe import NameExtractor  # noqa: E402
 from devourer.packet import layout as L  # noqa: E402
-from devourer.procs.capture import CaptureLoop, open_sources  # noqa: E402
-from devourer.procs.resolver import N_RESOLVER_COUNTERS, R_MALFORMED, R_OBSERVATIONS, NameExtractor  # noqa: E402
 from devourer.settings import Settings  # noqa: E402
-
-
-class _Grab(dump._Discard):
-    def __init__(self):
-        self.slots = []
-
-    def write(self, records, should_abort) -> bool:
-        self.slots.append(records.copy())
-        return True
 
 
 def main() -> int:
     files = sys.argv[1:] or [str(REPO / "bench-data" / "medium.pcap")]
     settings = Settings(read_files=tuple(files))
-    grab = _Grab()
-    CaptureLoop(settings, [dump._Discard()], np.zeros(L.N_CAPTURE_COUNTERS, np.int64), lambda: False, lambda: False,
-                print, name_ring=grab).run(open_sources(settings))
-    slots = np.concatenate(grab.slots) if grab.slots else np.zeros((0, L.NAME_SLOT_BYTES), np.uint8)
+    grab = inprocess.Keep()
+    inprocess.read(settings, inprocess.Discard(), grab)
+    slots = np.concatenate(grab.batches) if grab.batches else np.zeros((0, L.NAME_SLOT_BYTES), np.uint8)
     counters = np.zeros(N_RESOLVER_COUNTERS, np.int64)
     core = NameExtractor(counters)
     core.slots(slots[:256])  # warm caches

@@ -63,11 +63,11 @@ def make_target(name: str):
 def _decode_target():
     import numpy as np
 
-    from devourer.packet import layout as L
+    from devourer import counters as CN
     from devourer.packet.decode import SUPPORTED_DATALINKS, BatchDecoder
 
     links = sorted(SUPPORTED_DATALINKS)
-    counters = np.zeros(L.N_CAPTURE_COUNTERS, np.int64)
+    counters = np.zeros(CN.N_CAPTURE_COUNTERS, np.int64)
     decoder = BatchDecoder(1, 2, counters, want_names=True)
 
     def one_input(data: bytes) -> None:
@@ -79,8 +79,8 @@ def _decode_target():
         wire = np.array([len(frame) + (data[0] >> 4) * 100], np.uint32)  # sometimes a wire length beyond caplen
         n = decoder.decode(frame, meta, wire, link, 262144)
         decoder.name_packets()
-        accounted = n + counters[L.C_NON_IP] + counters[L.C_MALFORMED] + counters[L.C_FRAG_UNMATCHED]
-        if counters[L.C_READ] != 1 or accounted != 1:
+        accounted = n + counters[CN.C_NON_IP] + counters[CN.C_MALFORMED] + counters[CN.C_FRAG_UNMATCHED]
+        if counters[CN.C_READ] != 1 or accounted != 1:
             raise AssertionError(f"frame not accounted for: records {n}, counters {counters.tolist()}")
 
     return one_input

@@ -2,7 +2,7 @@
 
 The references (../shared/pcaps/reference, see its MANIFEST) count a fragmented
 datagram once, on the frame that completes its reassembly, and not at all when
-it never completes; devourer counts every fragment in its flow (DESIGN.md §3).
+it never completes; devourer counts every fragment in its flow (docs/architecture.md §3).
 ``fragment_adjustments`` walks a capture with a small parser of its own (not
 devourer's) and says, per flow endpoint, how many packets and bytes devourer
 must show beyond the reference because of that.

@@ -8,8 +8,8 @@ import sys
 
 import numpy as np
 
+from devourer import counters as CN
 from devourer.flow.table import FlowTable
-from devourer.packet import layout as L
 from devourer.packet.decode import BatchDecoder
 from tests.pcapbuild import ethernet, ipv4, tcp
 
@@ -27,7 +27,7 @@ def _batch(n: int):
 
 def _python_calls(n: int) -> int:
     data, meta = _batch(n)
-    dec = BatchDecoder(n, 1, np.zeros(L.N_CAPTURE_COUNTERS, np.int64), want_names=True)
+    dec = BatchDecoder(n, 1, np.zeros(CN.N_CAPTURE_COUNTERS, np.int64), want_names=True)
     warm = FlowTable(10**9, 0, 10**7, lambda rows: None, initial_slots=1 << 16)
     warm.ingest(dec.records[:dec.decode(data, meta, None, 1, 262144)])  # compile / load outside the count
     dec.name_packets()

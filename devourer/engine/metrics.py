@@ -17,16 +17,14 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 
 from devourer import __version__
+from devourer import counters as CN
+from devourer.counters import CTL_CHANNEL_GEN, CTL_FLOWS_LOST, CTL_RESTARTS
+from devourer.engine.summary import packets_read
 from devourer.errors import SourceError
-from devourer.flow import table as T
-from devourer.packet import layout as L
-from devourer.procs import exporter as E
-from devourer.procs import resolver as RS
-from devourer.procs.common import CTL_CHANNEL_GEN, CTL_FLOWS_LOST, CTL_RESTARTS
 
 # capture counters that name what happened to a packet that is not in a flow
-DISCARDED = {"non_ip": L.C_NON_IP, "malformed": L.C_MALFORMED, "unmatched_fragment": L.C_FRAG_UNMATCHED,
-             "filtered": L.C_FILTERED}
+DISCARDED = {"non_ip": CN.C_NON_IP, "malformed": CN.C_MALFORMED, "unmatched_fragment": CN.C_FRAG_UNMATCHED,
+             "filtered": CN.C_FILTERED}
 
 
 class EngineCollector:
@@ -43,8 +41,8 @@ class EngineCollector:
                              "mode": "live" if self.settings.live else "replay"})
         yield info
         yield _counter("devourer_packets_read", "packets read from libpcap (or the files)",
-                       int(c[L.C_READ]) + int(c[L.C_FILTERED]))
-        yield _counter("devourer_bytes_read", "wire bytes of the packets read", int(c[L.C_BYTES]))
+                       packets_read(c))
+        yield _counter("devourer_bytes_read", "wire bytes of the packets read", int(c[CN.C_BYTES]))
         discarded = CounterMetricFamily("devourer_packets_discarded", "packets read that are in no flow, by reason",
                                         labels=["reason"])
         for reason, at in DISCARDED.items():
@@ -54,14 +52,16 @@ class EngineCollector:
                                       "libpcap read them (not in packets_read), a full worker ring (live), a full "
                                       "resolver ring (name packets, live; still counted in their flows)",
                                       labels=["stage"])
-        dropped.add_metric(["kernel"], int(c[L.C_KERNEL_DROPPED]))
-        dropped.add_metric(["ring"], int(c[L.C_RING_DROPPED]))
-        dropped.add_metric(["resolver_ring"], int(c[L.C_NAME_DROPPED]))
+        dropped.add_metric(["kernel"], int(c[CN.C_KERNEL_DROPPED]))
+        dropped.add_metric(["ring"], int(c[CN.C_RING_DROPPED]))
+        dropped.add_metric(["resolver_ring"], int(c[CN.C_NAME_DROPPED]))
         yield dropped
         yield _gauge("devourer_packet_time_seconds", "capture clock: the latest packet time seen",
-                     int(c[L.C_CLOCK_US]) / 1e6)
+                     int(c[CN.C_CLOCK_US]) / 1e6)
+        yield _counter("devourer_fragments_evicted", "first fragments pushed out of the bounded fragment table "
+                       "before their later fragments came (those count as unmatched)", int(c[CN.C_FRAG_EVICTED]))
         yield _counter("devourer_input_bytes", "bytes of the capture files (or pipe) consumed",
-                       int(c[L.C_INPUT_BYTES]))
+                       int(c[CN.C_INPUT_BYTES]))
         yield _counter("devourer_worker_restarts", "worker processes that died and were restarted (live)",
                        int(topo.control[CTL_RESTARTS]))
         yield _counter("devourer_exporter_resolver_restarts", "exporter and resolver processes that died and were "
@@ -72,22 +72,24 @@ class EngineCollector:
         yield from self._exporter()
         r = topo.resolver_counters
         yield _counter("devourer_name_packets", "name-resolution packets handed to the resolver",
-                       int(c[L.C_NAME_PACKETS]))
-        yield _counter("devourer_name_packets_parsed", "name packets the resolver handled", int(r[RS.R_PACKETS]))
+                       int(c[CN.C_NAME_PACKETS]))
+        yield _counter("devourer_name_packets_parsed", "name packets the resolver handled", int(r[CN.R_PACKETS]))
         yield _counter("devourer_name_packets_malformed", "name packets (or names in them) that could not be parsed",
-                       int(r[RS.R_MALFORMED]))
+                       int(r[CN.R_MALFORMED]))
         yield _counter("devourer_name_observations", "names learned (address or MAC, name)",
-                       int(r[RS.R_OBSERVATIONS]))
+                       int(r[CN.R_OBSERVATIONS]))
+        yield _counter("devourer_name_packets_truncated", "name packets cut by the resolver ring's slot or the "
+                       "snaplen (parsed as far as they go)", int(r[CN.R_TRUNCATED]))
 
     def _workers(self):
         topo = self.topo
         per_worker = {
-            "devourer_worker_packets": ("packets counted in flows", T.K_PACKETS, CounterMetricFamily),
-            "devourer_worker_bytes": ("wire bytes counted in flows", T.K_BYTES, CounterMetricFamily),
-            "devourer_flows_created": ("flows started", T.K_FLOWS_CREATED, CounterMetricFamily),
-            "devourer_flows_evicted": ("flows written early because --max-flows was reached", T.K_EVICTED,
+            "devourer_worker_packets": ("packets counted in flows", CN.K_PACKETS, CounterMetricFamily),
+            "devourer_worker_bytes": ("wire bytes counted in flows", CN.K_BYTES, CounterMetricFamily),
+            "devourer_flows_created": ("flows started", CN.K_FLOWS_CREATED, CounterMetricFamily),
+            "devourer_flows_evicted": ("flows written early because --max-flows was reached", CN.K_EVICTED,
                                        CounterMetricFamily),
-            "devourer_flows_active": ("flows in the table now", T.K_ACTIVE, GaugeMetricFamily),
+            "devourer_flows_active": ("flows in the table now", CN.K_ACTIVE, GaugeMetricFamily),
         }
         for name, (doc, at, kind) in per_worker.items():
             family = kind(name, doc, labels=["worker"])
@@ -96,8 +98,8 @@ class EngineCollector:
             yield family
         ended = CounterMetricFamily("devourer_flows_ended", "flows ended, by reason", labels=["worker", "reason"])
         for i, counters in enumerate(topo.worker_counters):
-            for reason, at in (("idle", T.K_EXPIRED_IDLE), ("active", T.K_EXPIRED_ACTIVE), ("shutdown", T.K_FLUSHED),
-                               ("evicted", T.K_EVICTED)):
+            for reason, at in (("idle", CN.K_EXPIRED_IDLE), ("active", CN.K_EXPIRED_ACTIVE), ("shutdown", CN.K_FLUSHED),
+                               ("evicted", CN.K_EVICTED)):
                 ended.add_metric([str(i), reason], int(counters[at]))
         yield ended
         ring = GaugeMetricFamily("devourer_ring_pending", "packet records waiting in a worker's ring",
@@ -120,23 +122,25 @@ class EngineCollector:
 
     def _exporter(self):
         e = self.topo.exporter_counters
-        yield _counter("devourer_flows_exported", "flow records written to the output", int(e[E.E_FLOWS_WRITTEN]))
+        yield _counter("devourer_flows_exported", "flow records written to the output", int(e[CN.E_FLOWS_WRITTEN]))
+        yield _counter("devourer_output_writes", "writes (batches of flow records) to the output",
+                       int(e[CN.E_BATCHES]))
         yield _counter("devourer_flows_lost_at_output", "flow records the output could not take",
-                       int(e[E.E_WRITE_FAILED]))
+                       int(e[CN.E_WRITE_FAILED]))
         yield _gauge("devourer_exporter_waiting_flows", "expired flows the exporter holds until the resolver has "
-                     "seen every name packet before their end", int(e[E.E_WAITING]))
+                     "seen every name packet before their end", int(e[CN.E_WAITING]))
         yield _counter("devourer_names_evicted", "entries pushed out of the name map by --max-names",
-                       int(e[E.E_NAMES_EVICTED]))
+                       int(e[CN.E_NAMES_EVICTED]))
         yield _counter("devourer_names_capped", "names dropped because an address (or MAC) already had the most "
-                       "names one may carry, or cut off a record", int(e[E.E_NAMES_CAPPED]))
+                       "names one may carry, or cut off a record", int(e[CN.E_NAMES_CAPPED]))
         if self.settings.output == "bigquery":
-            yield _counter("devourer_bigquery_rows_sent", "rows BigQuery took", int(e[E.E_BQ_SENT]))
-            yield _counter("devourer_bigquery_rows_rejected", "rows BigQuery refused", int(e[E.E_BQ_REJECTED]))
-            yield _gauge("devourer_bigquery_rows_spooled", "rows waiting in the spool", int(e[E.E_BQ_SPOOLED]))
+            yield _counter("devourer_bigquery_rows_sent", "rows BigQuery took", int(e[CN.E_BQ_SENT]))
+            yield _counter("devourer_bigquery_rows_rejected", "rows BigQuery refused", int(e[CN.E_BQ_REJECTED]))
+            yield _gauge("devourer_bigquery_rows_spooled", "rows waiting in the spool", int(e[CN.E_BQ_SPOOLED]))
             yield _counter("devourer_bigquery_rows_spool_dropped", "rows lost because the spool was full",
-                           int(e[E.E_BQ_SPOOL_DROPPED]))
+                           int(e[CN.E_BQ_SPOOL_DROPPED]))
             yield _counter("devourer_bigquery_spool_files_set_aside", "spool files that were not readable batches "
-                           "(moved to damaged/)", int(e[E.E_BQ_SPOOL_SET_ASIDE]))
+                           "(moved to damaged/)", int(e[CN.E_BQ_SPOOL_SET_ASIDE]))
 
 
 def _counter(name: str, doc: str, value) -> CounterMetricFamily:

@@ -19,13 +19,12 @@ import stat
 
 import multiprocess
 
+from devourer import counters as CN
+from devourer.counters import (CTL_CHANNEL_GEN, N_CONTROL, N_EXPORTER_COUNTERS, N_RESOLVER_COUNTERS,
+                               N_WORKER_COUNTERS)
 from devourer.flow.record import FLOW_WORDS
-from devourer.flow.table import N_WORKER_COUNTERS
 from devourer.ipc.ring import SHM_DIR, Ring, SharedCounters
 from devourer.packet import layout as L
-from devourer.procs.common import CTL_CHANNEL_GEN, N_CONTROL
-from devourer.procs.exporter import N_EXPORTER_COUNTERS
-from devourer.procs.resolver import N_RESOLVER_COUNTERS
 from devourer.settings import Settings
 
 EXPORT_QUEUE_MESSAGES = 256
@@ -82,7 +81,7 @@ class CaptureTotals:
         self.regions = regions
 
     def __getitem__(self, i: int) -> int:
-        if i == L.C_CLOCK_US:
+        if i == CN.C_CLOCK_US:
             return max(int(r[i]) for r in self.regions)
         return sum(int(r[i]) for r in self.regions)
 
@@ -126,7 +125,7 @@ class Topology:
                 self.name_rings.append(Ring(f"{tag}-{sub}names", name_slots, L.NAME_SLOT_BYTES))
         for i in range(self.n_workers):
             self.flow_rings.append(Ring(f"{tag}-flows{i}", FLOW_RING_SLOTS, FLOW_WORDS * 8))
-        words = (N_CONTROL + self.n_readers * L.N_CAPTURE_COUNTERS + self.n_workers * N_WORKER_COUNTERS
+        words = (N_CONTROL + self.n_readers * CN.N_CAPTURE_COUNTERS + self.n_workers * N_WORKER_COUNTERS
                  + N_EXPORTER_COUNTERS + N_RESOLVER_COUNTERS)
         self.shared = SharedCounters(f"{tag}-counters", words)
 
@@ -145,8 +144,8 @@ class Topology:
         at += N_CONTROL
         self.reader_counters = []
         for _ in range(self.n_readers):
-            self.reader_counters.append(self.shared.region(at, L.N_CAPTURE_COUNTERS))
-            at += L.N_CAPTURE_COUNTERS
+            self.reader_counters.append(self.shared.region(at, CN.N_CAPTURE_COUNTERS))
+            at += CN.N_CAPTURE_COUNTERS
         self.capture_counters = (self.reader_counters[0] if self.n_readers == 1
                                  else CaptureTotals(self.reader_counters))
         self.worker_counters = []
@@ -161,11 +160,6 @@ class Topology:
     def worker_rings(self, w: int) -> list[Ring]:
         """Worker w's input: one ring per reader, in reader order."""
         return [rings[w] for rings in self.reader_rings]
-
-    @property
-    def rings(self) -> list[Ring]:
-        """Reader 0's ring to each worker (the only ones with one reader)."""
-        return self.reader_rings[0] if self.reader_rings else []
 
     @property
     def name_ring(self):

@@ -1,13 +1,13 @@
 """The flow row: one flow's state as 16 u64 words, as workers hand it to the exporter.
 
 Workers write expired flows in this layout into their flow ring (one 128-byte
-slot each); the exporter turns rows into the record of DESIGN.md §4
+slot each); the exporter turns rows into the record of docs/architecture.md §4
 (``outputs.format``). The table keeps a slightly different row (T_* below).
 
     word  field
     0-1   addr_a     16 address bytes, network order (IPv4 in the first 4)
     2-3   addr_b
-    4     key        port_a | port_b<<16 | vlan<<32 | proto<<48 | v6<<56 | occupied<<63
+    4     key        the key word (``flow.key``): ports, vlan, protocol, v6, occupied bit
     5     key_hash
     6     first_ts   microseconds
     7     last_ts
@@ -34,8 +34,6 @@ stay the packets' own.
 """
 
 import socket
-
-import numpy as np
 
 FLOW_WORDS = 16  # rows sent to the exporter
 TABLE_WORDS = 16  # rows kept in the table (T_*)
@@ -69,7 +67,6 @@ T_STATE = 13
 T_FIRST_CLOCK = 14
 T_LAST_CLOCK = 15
 
-OCCUPIED = np.uint64(1 << 63)
 ST_SRC_IS_B = 1
 ST_ESTABLISHED = 2
 
@@ -78,10 +75,6 @@ END_ACTIVE = 2
 END_SHUTDOWN = 3
 END_EVICTED = 4
 END_REASONS = {END_IDLE: "idle", END_ACTIVE: "active", END_SHUTDOWN: "shutdown", END_EVICTED: "evicted"}
-
-
-def key_word(port_a: int, port_b: int, vlan: int, proto: int, v6: bool) -> int:
-    return port_a | port_b << 16 | vlan << 32 | proto << 48 | int(v6) << 56 | 1 << 63
 
 
 def format_addr(raw16: bytes, v6: bool) -> str:

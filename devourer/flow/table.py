@@ -8,7 +8,7 @@ the key hash capture computed, and the row number. Probing compares the hash
 bits first and reads a row only on a match; growing rehashes only the index.
 The rows array is reserved at --max-flows rows but mapped lazily (untouched
 pages cost nothing), so memory follows the flows actually held: 128 bytes a row
-plus 8-16 bytes of index (DESIGN.md §9 asks for at most 150 B per flow).
+plus 8-16 bytes of index (docs/architecture.md §7: at most 150 B per flow).
 
 The hot loops are compiled; the ``FlowTable`` class around them only sizes
 buffers, grows the index and evicts.
@@ -19,7 +19,7 @@ values stored at the flow's first and last packet. A flow is over once the
 clock passes ``last + idle`` (idle) or ``first + active`` (active); the next
 packet of its key then starts a new flow. ``scan`` finds the same flows early, a bounded number of slots per call,
 so records do not depend on when a scan ran, on the batch size or on how many
-workers share the key space (see DESIGN.md §3, determinism).
+workers share the key space (docs/architecture.md §3, determinism).
 """
 
 import mmap
@@ -27,9 +27,11 @@ import mmap
 import numba
 import numpy as np
 
+from devourer import counters as CN
+from devourer.counters import K_ACTIVE, K_EVICTED, K_EXPIRED_ACTIVE, K_EXPIRED_IDLE, K_FLOWS_CREATED, K_FLUSHED
 from devourer.flow import record as R
+from devourer.flow.key import OCCUPIED, key_hash, key_word
 from devourer.packet import layout as L
-from devourer.packet.decode import finish64, mix64
 
 # ingest() stop codes
 DONE = 0
@@ -39,29 +41,15 @@ OUT_FULL = 3
 
 MAX_LOAD = 0.75
 
-# worker counters
-K_PACKETS = 0
-K_BYTES = 1
-K_FLOWS_CREATED = 2
-K_EXPIRED_IDLE = 3
-K_EXPIRED_ACTIVE = 4
-K_FLUSHED = 5
-K_EVICTED = 6
-K_ACTIVE = 7  # flows in the table now
-N_WORKER_COUNTERS = 8
-
-
 ROW_BYTES = R.TABLE_WORDS * 8
 TAG_MASK = np.uint64(0xFFFFFFFF)
 
 
 @numba.njit(cache=True, inline="always")
 def _row_hash(rows, r):
-    """The key hash of row r, as capture computed it for the row's packets (packet.decode)."""
-    h = np.uint64(0x243F6A8885A308D3)
-    for w in range(4):
-        h = mix64(h, rows[r, R.T_ADDR_A + w])
-    return finish64(mix64(h, rows[r, R.T_KEY] & ~R.OCCUPIED))
+    """The key hash of row r, as capture computed it for the row's packets (``flow.key``)."""
+    return key_hash(rows[r, R.T_ADDR_A], rows[r, R.T_ADDR_A + 1], rows[r, R.T_ADDR_B], rows[r, R.T_ADDR_B + 1],
+                    rows[r, R.T_KEY] & ~OCCUPIED)
 
 
 @numba.njit(cache=True)
@@ -172,9 +160,8 @@ def ingest(index, rows, count, r64, r16, r8, start, n, idle_us, active_us, max_f
             return OUT_FULL, i, count, out_n
         h = r64[i, L.W_HASH]
         tag = h & TAG_MASK
-        keyw = (np.uint64(r16[i, L.H_PORT_A]) | (np.uint64(r16[i, L.H_PORT_B]) << np.uint64(16))
-                | (np.uint64(r16[i, L.H_VLAN]) << np.uint64(32)) | (np.uint64(r8[i, L.B_PROTO]) << np.uint64(48))
-                | (np.uint64((r8[i, L.B_FLAGS] >> 1) & 1) << np.uint64(56)) | R.OCCUPIED)
+        keyw = key_word(r16[i, L.H_PORT_A], r16[i, L.H_PORT_B], r16[i, L.H_VLAN], r8[i, L.B_PROTO],
+                        (r8[i, L.B_FLAGS] >> 1) & 1) | OCCUPIED
         a0 = r64[i, L.W_ADDR_A]
         a1 = r64[i, L.W_ADDR_A + 1]
         b0 = r64[i, L.W_ADDR_B]
@@ -237,8 +224,8 @@ def ingest(index, rows, count, r64, r16, r8, start, n, idle_us, active_us, max_f
         if ((st & np.uint64(R.ST_SRC_IS_B)) != 0) != from_b:
             st |= np.uint64(R.ST_ESTABLISHED)
         rows[r, R.T_STATE] = st
-        counters[K_PACKETS] += 1
-        counters[K_BYTES] += np.int64(wl)
+        counters[CN.K_PACKETS] += 1
+        counters[CN.K_BYTES] += np.int64(wl)
     return DONE, n, count, out_n
 
 
@@ -347,7 +334,7 @@ class FlowTable:
         self.cursor = 0
         self.scan_slots = scan_slots
         self.trim_bytes = trim_bytes  # unused row pages are given back in pieces at least this big
-        self.counters = np.zeros(N_WORKER_COUNTERS, np.int64)
+        self.counters = np.zeros(CN.N_WORKER_COUNTERS, np.int64)
         self.clock_us = 0
 
     def _flush_out(self):
@@ -428,3 +415,11 @@ class FlowTable:
         k = max(1, len(lasts) // 8)
         threshold = int(np.partition(lasts, k - 1)[k - 1])
         self._drain(threshold, R.END_EVICTED)
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the table's loops before the supervisor forks the workers."""
+    table = FlowTable(10**9, 10**9, 10, lambda rows: None)
+    table.ingest(L.empty_records(1))  # and scans for idle flows
+    table._grow()
+    table.flush()

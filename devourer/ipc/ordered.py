@@ -12,20 +12,32 @@ passed over, so that every packet read is still counted.
 
 Live capture with several readers (PACKET_FANOUT) has no chunks: the kernel puts both directions of a flow on the
 same reader, so the rings are read as they fill.
+
+This module knows of the records only what a ``Framing`` tells it: which byte and bit mark a chunk's end, and
+which u64 word holds a record's clock. The end marker is a slot of its own: the mark, and the chunk's clock in its
+first 8 bytes.
 """
+
+import dataclasses
 
 import numpy as np
 
-from devourer.packet import layout as L
 
-CHUNK_END = 0x80  # in a record's flags byte: the end of a chunk; its ts_us is the chunk's clock
+@dataclasses.dataclass(frozen=True)
+class Framing:
+    """Where the records of a ring keep what chunk order needs (the record layout's owner says:
+    ``packet.layout.RING_FRAMING``)."""
+
+    flag_byte: int  # the byte whose ``end_flag`` bit marks a chunk's end marker
+    end_flag: int
+    clock_word: int  # the u64 word with the record's running maximum of packet time
 
 
-def end_marker(clock_us: int, slot_bytes: int = L.RECORD_BYTES) -> np.ndarray:
+def end_marker(clock_us: int, framing: Framing, slot_bytes: int) -> np.ndarray:
     """The one-slot marker a reader writes to each of its rings after a chunk."""
     slot = np.zeros((1, slot_bytes), np.uint8)
     slot[0, :8] = np.frombuffer(int(clock_us).to_bytes(8, "little", signed=True), np.uint8)
-    slot[0, L.B_FLAGS] = CHUNK_END
+    slot[0, framing.flag_byte] = framing.end_flag
     return slot
 
 
@@ -33,8 +45,9 @@ class OrderedRings:
     """``ordered``: replay, chunks in turn. Otherwise (live capture with PACKET_FANOUT) the kernel keeps each flow
     on one reader, so the rings are taken as they come, and time is the earliest of the readers' clocks."""
 
-    def __init__(self, rings, ordered: bool = True):
+    def __init__(self, rings, framing: Framing, ordered: bool = True):
         self.rings = list(rings)
+        self.framing = framing
         self.ordered = ordered
         self.current = 0
         self.clock = 0  # running maximum of packet time over the chunks taken so far
@@ -67,7 +80,7 @@ class OrderedRings:
             return 0, False
         if n == 0:
             return 0, False
-        ends = np.flatnonzero(out[:n, L.B_FLAGS] & CHUNK_END)
+        ends = np.flatnonzero(out[:n, self.framing.flag_byte] & self.framing.end_flag)
         if len(ends):
             k = int(ends[0])
             ring.release(k + 1)
@@ -81,7 +94,7 @@ class OrderedRings:
 
     def _fold_clock(self, records: np.ndarray) -> None:
         if len(records) and self.clock:
-            clocks = records.view(np.int64)[:, L.W_CLOCK]
+            clocks = records.view(np.int64)[:, self.framing.clock_word]
             np.maximum(clocks, self.clock, out=clocks)
 
     def finished(self) -> bool:

@@ -1,65 +1,12 @@
-"""`devourer names -r FILE`: the names a capture teaches, without running the engine.
+"""`devourer names -r FILE`: the names a capture teaches, printed without running the engine.
 
-Reads the files in this process through the same capture decoder and resolver
-core the engine uses, and prints one row per distinct observation, in the
-shape of tshark-derived references: ``source kind name value`` (tab-separated),
-or JSON lines with ``--json``. For checking what devourer learns from a capture.
+The observations come from the engine's own decoder and resolver core, in this process
+(``engine.inprocess.observations``); this module prints one row per distinct observation, in the shape of
+tshark-derived references: ``source kind name value`` (tab-separated), or JSON lines with ``--json``. For
+checking what devourer learns from a capture.
 """
 
-import sys
-
 import orjson
-
-from devourer.procs.capture import CaptureLoop, open_sources
-from devourer.procs.resolver import N_RESOLVER_COUNTERS, NameExtractor
-from devourer.settings import Settings
-
-
-class _Discard:
-    """A producer-side ring stand-in that drops what it is given (the flows)."""
-
-    def write(self, records, should_abort) -> bool:
-        return True
-
-    def write_upto(self, records, should_abort) -> int:
-        return records.shape[0] if self.write(records, should_abort) else 0
-
-    def try_write(self, records) -> bool:
-        return True
-
-    def publish_clock(self, clock_us) -> None:
-        pass
-
-    def close_producer(self) -> None:
-        pass
-
-
-class _Collect(_Discard):
-    """A producer-side ring stand-in that hands name slots straight to the resolver core."""
-
-    def __init__(self, extractor: NameExtractor):
-        self.extractor = extractor
-        self.observations = []
-
-    def write(self, records, should_abort) -> bool:
-        self.observations.extend(self.extractor.slots(records))
-        return True
-
-
-def observations(settings: Settings):
-    """[(ts_us, Observation)] from the capture files of settings, and the resolver counters."""
-    import numpy as np
-
-    from devourer.packet import layout as L
-
-    counters = np.zeros(N_RESOLVER_COUNTERS, np.int64)
-    sink = _Collect(NameExtractor(counters))
-    errors = []
-    loop = CaptureLoop(settings, [_Discard()], np.zeros(L.N_CAPTURE_COUNTERS, np.int64), stop_requested=lambda: False,
-                       abort_requested=lambda: False,
-                       report=lambda text, level="error": errors.append(text), name_ring=sink)
-    loop.run(open_sources(settings))
-    return sink.observations, counters, errors
 
 
 def rows(obs_list) -> list[tuple[str, str, str, str]]:
@@ -80,15 +27,11 @@ def rows(obs_list) -> list[tuple[str, str, str, str]]:
     return sorted(out)
 
 
-def main(settings: Settings, as_json: bool) -> int:
-    obs, counters, errors = observations(settings)
-    write = sys.stdout.write
+def write(obs_list, as_json: bool, write) -> None:
+    """Every observation as a JSON line (``as_json``), else the distinct rows, through ``write(text)``."""
     if as_json:
-        for ts, o in obs:
+        for ts, o in obs_list:
             write(orjson.dumps({"ts_us": ts, **o._asdict()}).decode() + "\n")
     else:
-        for r in rows(obs):
+        for r in rows(obs_list):
             write("\t".join(r) + "\n")
-    for e in errors:
-        print(f"devourer: {e}", file=sys.stderr)
-    return 4 if errors else 0

@@ -32,6 +32,7 @@ few endpoints that pass are looked up exactly.
 import socket
 from collections import OrderedDict
 
+from devourer.flow.key import V6_TAG, fingerprint
 from devourer.names.extract import Observation
 
 MAX_INTERVALS = 8
@@ -39,8 +40,6 @@ MAX_NAMES_PER_KEY = 32  # names per address or MAC, MACs per address (see above)
 ADDRESS_KINDS = {"A", "AAAA", "PTR", "NB", "NBSTAT", "sni"}
 MAC_KINDS = {"hostname", "fqdn", "client_fqdn"}
 
-
-V6_TAG = 1 << 128
 
 
 def addr_key(addr: str | int) -> int:
@@ -50,20 +49,6 @@ def addr_key(addr: str | int) -> int:
     if ":" in addr:
         return int.from_bytes(socket.inet_pton(socket.AF_INET6, addr), "little") | V6_TAG
     return int.from_bytes(socket.inet_pton(socket.AF_INET, addr), "little")
-
-
-MASK64 = (1 << 64) - 1
-FP_MUL = 0x9E3779B97F4A7C15
-FP_V6 = 1 << 63
-
-
-def fingerprint(key: int) -> int:
-    """64-bit digest of an ``addr_key``: IPv4 its own value, IPv6 a mix of its two words with bit 63 set.
-    Equal to what ``outputs.format.fingerprints`` computes from row words."""
-    if key < V6_TAG:
-        return key
-    w0, w1 = key & MASK64, (key >> 64) & MASK64
-    return ((w0 ^ (w1 * FP_MUL)) & MASK64) | FP_V6
 
 
 def _add_interval(intervals: list, start: int, end: int) -> None:

@@ -1,14 +1,21 @@
-"""Output adapters: each takes JSON-lines bytes from the exporter and stores them.
+"""Output adapters: the ``Sink`` protocol every output implements, and where the setting picks one.
 
-Every sink has ``write(lines: bytes)``, ``flush()``, ``reopen()`` (SIGHUP) and ``close()``; ``open_sink``
-is the one place that maps the ``--output`` setting to a sink."""
+The exporter is the only process that writes output; it drives its sink through ``Sink`` alone (no output
+is asked what it can do). A sink gets flows as a ``FlowBatch`` and takes them in the form it stores: JSON
+lines (stdout, a file) or record dicts (BigQuery). ``open_sink`` is the one place that maps the
+``--output`` setting to a sink, ``check_output`` the one place that tries it before capture starts.
+"""
 
 import os
 import stat
+from typing import TYPE_CHECKING, Protocol
 
 from devourer.errors import SourceError
 from devourer.privileges import acting_as
 from devourer.settings import Settings
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 OUTPUT_MODE = 0o640  # flow records name who talked to whom: not for every local user
@@ -23,7 +30,51 @@ class PartialWrite(OSError):
         self.lines = lines
 
 
-def open_sink(settings: Settings, report=None, counters=None):
+class FlowBatch:
+    """Flows for a sink (up to READ_ROWS flow rows and the name map to name them), formatted on demand: as
+    JSON lines or as record dicts (``outputs.format.RecordFormatter``)."""
+
+    __slots__ = ("formatter", "rows", "names")
+
+    def __init__(self, formatter, rows: "np.ndarray", names=None):
+        self.formatter, self.rows, self.names = formatter, rows, names
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def lines(self) -> bytes:
+        return self.formatter.lines(self.rows, self.names)
+
+    def records(self) -> list[dict]:
+        return self.formatter.records(self.rows, self.names)
+
+
+class Sink(Protocol):
+    """What the exporter asks of an output. ``write`` and ``flush`` raise OSError when the output fails
+    (``PartialWrite`` when some of the lines are in it all the same)."""
+
+    def write(self, batch: FlowBatch) -> None:
+        """Take these flows (buffered or sent at the sink's pace)."""
+
+    def flush(self) -> None:
+        """What was written is in the output now, or (BigQuery) on its way at the sink's pace."""
+
+    def tick(self) -> None:
+        """Called a few times a second, also while no flow ends: time-bound work (rotation by time, batches by
+        age, the spool's replay)."""
+
+    def unsettled(self) -> int:
+        """How many of the rows handed over last are held only in memory: the exporter frees them in the
+        flow rings only once they are out (an exporter that dies then loses none)."""
+
+    def reopen(self) -> None:
+        """SIGHUP: open the output's path anew (logrotate moved the file)."""
+
+    def close(self) -> None:
+        """The end of the run: everything out, or in the spool."""
+
+
+def open_sink(settings: Settings, report=None, counters=None) -> Sink:
     if settings.output == "bigquery":
         from devourer.outputs.bigquery import BigQuerySink
 

@@ -32,6 +32,7 @@ from google.cloud import bigquery
 from google.oauth2 import service_account
 
 from devourer.errors import SourceError, UsageError
+from devourer.outputs import FlowBatch
 from devourer.outputs.spool import Spool
 from devourer.settings import Settings
 
@@ -74,7 +75,7 @@ def _retryable(e: Exception) -> bool:
 
 
 def row_of(record: dict) -> dict:
-    """A JSON record (DESIGN.md §4) -> a flow_logs row."""
+    """A JSON record (docs/architecture.md §4) -> a flow_logs row."""
     src, dst = record["src"], record["dst"]
     return {
         "id": record["id"], "protocol": record["protocol"],
@@ -175,8 +176,6 @@ def prepare(settings: Settings, warn) -> bool:
 class BigQuerySink:
     """Rows to BigQuery, through the spool when it is away. Used in the exporter only."""
 
-    wants_records = True
-
     def __init__(self, settings: Settings, report, counters: dict, clock=time.monotonic, sleep=time.sleep):
         self.settings = settings
         self.report = report
@@ -195,8 +194,8 @@ class BigQuerySink:
         self.outage_reported = False
 
     # ---- exporter interface
-    def write_records(self, records: list[dict]) -> None:
-        for rec in records:
+    def write(self, batch: FlowBatch) -> None:
+        for rec in batch.records():
             row = row_of(rec)
             self.pending.append(row)
             self.pending_bytes += 400 + 40 * (len(row["src_names"]) + len(row["dst_names"]))

@@ -1,4 +1,4 @@
-"""Flow rows -> the JSON record of DESIGN.md §4, one line per flow.
+"""Flow rows -> the JSON record of docs/architecture.md §4, one line per flow.
 
     {"id", "protocol", "src": {"addr", "port", "hw_addr", "names"}, "dst": {...},
      "first_seen_at", "last_seen_at", "src_stat": {"bytes", "packets"}, "dst_stat": {...},
@@ -20,19 +20,8 @@ import numpy as np
 import orjson
 
 from devourer.flow import record as R
-from devourer.names.table import FP_MUL, FP_V6, V6_TAG
+from devourer.flow.key import V6_TAG, fingerprints
 from devourer.outputs.render import MAX_FIXED_BYTES, render
-
-PROTOCOL_NAMES = {6: "tcp", 17: "udp", 1: "icmp4", 58: "icmp6"}
-
-
-def fingerprints(words: np.ndarray, v6: np.ndarray) -> np.ndarray:
-    """(k, 2) address words -> k ``names.table.fingerprint`` values, computed per column."""
-    w0, w1 = words[:, 0], words[:, 1]
-    with np.errstate(over="ignore"):
-        mixed = (w0 ^ (w1 * np.uint64(FP_MUL))) | np.uint64(FP_V6)
-    return np.where(v6, mixed, w0 & np.uint64(0xFFFFFFFF))
-
 
 class RecordFormatter:
     """Turns batches of flow rows into JSON-lines bytes."""
@@ -106,3 +95,10 @@ class RecordFormatter:
                 side[1].append(j)
             src_names[to_src[0]] = to_src[1]
             dst_names[to_dst[0]] = to_dst[1]
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the record writer before the supervisor forks the exporter."""
+    from devourer.names.table import NameTable
+
+    RecordFormatter("warm-up").lines(np.zeros((1, R.FLOW_WORDS), np.uint64), NameTable())

@@ -26,7 +26,7 @@ import shutil
 import threading
 import time
 
-from devourer.outputs import PartialWrite, open_private
+from devourer.outputs import FlowBatch, PartialWrite, open_private
 
 COMPRESS_LEVEL = 6
 BUFFER_BYTES = 1 << 20
@@ -63,7 +63,13 @@ class JsonFileSink:
         return (now // self.rotate_interval_s + 1) * self.rotate_interval_s
 
     # ---- writing
-    def write(self, lines: bytes) -> None:
+    def write(self, batch: FlowBatch) -> None:
+        self.write_lines(batch.lines())
+
+    def unsettled(self) -> int:
+        return 0  # in the file, or in the buffer that ``flush`` writes before the exporter frees the rows
+
+    def write_lines(self, lines: bytes) -> None:
         if self.rotate_bytes and self._size and self._size + len(lines) > self.rotate_bytes:
             self.rotate()
         elif self._period_end is not None and self.clock() >= self._period_end:

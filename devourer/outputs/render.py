@@ -1,6 +1,6 @@
 """Compiled writer of JSON-line flow records (numba): rows in, bytes out.
 
-``render(rows, ...)`` writes the record of DESIGN.md §4 for each flow row into
+``render(rows, ...)`` writes the record of docs/architecture.md §4 for each flow row into
 one byte buffer, in a single compiled loop: ids (UUIDv8 from a 128-bit hash of
 sensor, key and first-seen time), addresses (IPv4 dotted, IPv6 as RFC 5952
 text like glibc's inet_ntop, IPv4-mapped and -compatible included), MACs, ISO
@@ -15,6 +15,7 @@ import numpy as np
 from numba import njit
 
 from devourer.flow import record as R
+from devourer.flow.key import finish64, mix64
 
 
 def _pieces(*texts: str) -> tuple:
@@ -37,9 +38,6 @@ _HEXDIGITS = np.frombuffer(b"0123456789abcdef", np.uint8).copy()
 #: at its widest, IPv4-mapped IPv6 both sides).
 MAX_FIXED_BYTES = 768
 
-_M1 = np.uint64(0x9E3779B97F4A7C15)
-_M2 = np.uint64(0xBF58476D1CE4E5B9)
-_M3 = np.uint64(0x94D049BB133111EB)
 _SALT_LO = np.uint64(0x5851F42D4C957F2D)
 _SALT_WORD = np.uint64(0xD6E8FEB86659FD93)
 
@@ -190,27 +188,14 @@ def _put_time(buf, pos, micros):
 
 
 @njit(cache=True)
-def _mix(h, w):
-    h = (h ^ w) * _M1
-    return h ^ (h >> np.uint64(29))
-
-
-@njit(cache=True)
-def _finish(h):
-    h = (h ^ (h >> np.uint64(30))) * _M2
-    h = (h ^ (h >> np.uint64(27))) * _M3
-    return h ^ (h >> np.uint64(31))
-
-
-@njit(cache=True)
 def _put_uuid(buf, pos, row, seed):
     hi = seed
     lo = seed ^ _SALT_LO
     for j in (R.F_ADDR_A, R.F_ADDR_A + 1, R.F_ADDR_B, R.F_ADDR_B + 1, R.F_KEY, R.F_FIRST):
-        hi = _mix(hi, row[j])
-        lo = _mix(lo, row[j] ^ _SALT_WORD)
-    lo = _finish(lo ^ hi)
-    hi = _finish(hi)
+        hi = mix64(hi, row[j])
+        lo = mix64(lo, row[j] ^ _SALT_WORD)
+    lo = finish64(lo ^ hi)
+    hi = finish64(hi)
     hi = (hi & np.uint64(0xFFFFFFFFFFFF0FFF)) | np.uint64(0x8000)  # version 8
     lo = (lo & np.uint64(0x3FFFFFFFFFFFFFFF)) | np.uint64(0x8000000000000000)  # RFC 9562 variant
     pos = _put_hex(buf, pos, np.int64(hi >> np.uint64(32)), 8)

@@ -2,19 +2,27 @@
 
 import os
 
+from devourer.outputs import FlowBatch
+
 
 class StdoutSink:
     def __init__(self, fd: int = 1):
         self._fd = fd
 
-    def write(self, lines: bytes) -> None:
-        view = memoryview(lines)
+    def write(self, batch: FlowBatch) -> None:
+        view = memoryview(batch.lines())
         while view:
             n = os.write(self._fd, view)
             view = view[n:]
 
     def flush(self) -> None:
         pass
+
+    def tick(self) -> None:
+        pass
+
+    def unsettled(self) -> int:
+        return 0  # written at once
 
     def reopen(self) -> None:
         pass  # SIGHUP: nothing to reopen

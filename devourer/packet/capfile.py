@@ -197,3 +197,10 @@ class RecordWalker:
 
     def close(self) -> None:
         os.close(self._fd)
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the pcapng walker before the supervisor forks capture."""
+    window = np.zeros(64, np.uint8)
+    out32, out64, state = np.zeros(1, np.uint32), np.zeros(1, np.int64), np.zeros(2, np.bool_)
+    walk_pcapng(window, 0, True, 0, False, 1, 0, out32, out32.copy(), out64, state)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from devourer import counters as CN
 from devourer.packet import layout as L
 from devourer.packet.capfile import (MAX_RECORD_BYTES, NANOSECOND_MAGICS, PCAP_MAGICS, ST_DAMAGED, ST_EOF,
                                       ST_MORE, ST_OK, FileWindow, _u32)
@@ -164,7 +165,7 @@ def chunkable(paths: list[str]) -> str | None:
 def plan(paths: list[str], datalinks: list[int], chunk_packets: int, batch: int = 4096):
     """Yield the chunks of these files in order (and a ``Damage`` where a file ends in damage)."""
     frag = new_fragment_table()
-    counters = np.zeros(L.N_CAPTURE_COUNTERS, np.int64)
+    counters = np.zeros(CN.N_CAPTURE_COUNTERS, np.int64)
     clock = np.zeros(1, np.int64)
     records = L.empty_records(batch)
     worker_of = np.zeros(batch, np.int32)
@@ -240,3 +241,17 @@ class ChunkReader:
 
     def close(self) -> None:
         self._walk.close()
+
+
+def warm_up(planning: bool = False) -> None:
+    """Compile (or load from numba's cache) the classic pcap indexer, and with ``planning`` the planner's
+    fragment-only decoding (several readers), before the supervisor forks."""
+    window = np.zeros(64, np.uint8)
+    meta, wire = np.zeros((1, 4), np.uint32), np.zeros(1, np.uint32)
+    index_records(window, 0, True, 0, 0, False, False, 262144, 1, meta, wire)
+    if planning:
+        records = L.empty_records(1)
+        decode_batch(window, meta[:0], wire[:0], 1, 262144, records, records.view(np.uint16),
+                     records.view(np.uint32), records.view(np.uint64), np.zeros(1, np.int32), 1,
+                     new_fragment_table(16), np.zeros(CN.N_CAPTURE_COUNTERS, np.int64), np.zeros(1, np.int64),
+                     False, np.zeros((2, 3), np.int64), True)

@@ -17,6 +17,8 @@ lives in the capture process.
 import numba
 import numpy as np
 
+from devourer import counters as CN
+from devourer.flow.key import finish64, key_hash, key_word, mix64
 from devourer.packet import layout as L
 
 # libpcap DLT_* values as pcap_datalink() returns them
@@ -45,10 +47,6 @@ FRAG_PROBE = 8
 FRAG_TTL_US = 60_000_000  # a first fragment older than this no longer adopts later ones
 MAX_IPV6_EXT_HEADERS = 16
 
-_M1 = np.uint64(0x9E3779B97F4A7C15)
-_M2 = np.uint64(0xBF58476D1CE4E5B9)
-_M3 = np.uint64(0x94D049BB133111EB)
-
 
 @numba.njit(cache=True, inline="always")
 def _be16(b, p):
@@ -75,24 +73,6 @@ def _le64(b, p, n):
     for k in range(n):
         v |= np.uint64(b[p + k]) << np.uint64(8 * k)
     return v
-
-
-@numba.njit(cache=True, inline="always")
-def mix64(h, w):
-    """One step of the key hash: fold word w into h (splitmix64-style)."""
-    h = (h ^ w) * _M1
-    h ^= h >> np.uint64(29)
-    return h
-
-
-@numba.njit(cache=True, inline="always")
-def finish64(h):
-    h ^= h >> np.uint64(30)
-    h *= _M2
-    h ^= h >> np.uint64(27)
-    h *= _M3
-    h ^= h >> np.uint64(31)
-    return h
 
 
 @numba.njit(cache=True)
@@ -137,6 +117,215 @@ def _dns_query(data, msg, end):
     return msg + 3 <= end and (data[msg + 2] & 0x80) == 0
 
 
+@numba.njit(cache=True, inline="always")
+def _link_layer(data, p, cap, end, datalink):
+    """The link header at p: (ethertype or -1 when not IP, network header offset, source MAC, destination MAC,
+    outermost VLAN id). Ethernet takes any number of 802.1Q/802.1ad tags; raw IP and loopback say their
+    version in the first nibble."""
+    smac = np.uint64(0)
+    dmac = np.uint64(0)
+    vlan = np.int64(0)
+    etype = np.int64(-1)
+    q = p
+    if datalink == DLT_EN10MB:
+        if cap < 14:
+            return np.int64(-1), q, smac, dmac, vlan
+        dmac = _mac(data, p)
+        smac = _mac(data, p + 6)
+        etype = _be16(data, p + 12)
+        q = p + 14
+        while (etype == 0x8100 or etype == 0x88A8 or etype == 0x9100) and q + 4 <= end:
+            if vlan == 0:
+                vlan = _be16(data, q) & 0xFFF
+            etype = _be16(data, q + 2)
+            q += 4
+    elif datalink == DLT_LINUX_SLL:
+        if cap >= 16:
+            etype = _be16(data, p + 14)
+            if _be16(data, p + 2) == 1 and _be16(data, p + 4) == 6:
+                smac = _mac(data, p + 6)
+        q = p + 16
+    elif datalink == DLT_LINUX_SLL2:
+        if cap >= 20:
+            etype = _be16(data, p)
+            if _be16(data, p + 8) == 1 and data[p + 11] == 6:
+                smac = _mac(data, p + 12)
+        q = p + 20
+    else:
+        if datalink == DLT_NULL or datalink == DLT_LOOP:
+            q = p + 4
+        if q < end:
+            ver = data[q] >> 4
+            etype = np.int64(ETH_IPV4 if ver == 4 else (ETH_IPV6 if ver == 6 else -1))
+    return etype, q, smac, dmac, vlan
+
+
+@numba.njit(cache=True, inline="always")
+def _ipv4(data, q, end):
+    """The IPv4 header at q: (well formed, protocol, source offset, destination offset, address length,
+    transport offset, IP total length, fragment offset, more fragments, IP id)."""
+    if q + 20 > end or (data[q] >> 4) != 4 or (data[q] & 15) < 5 or q + (data[q] & 15) * 4 > end:
+        return False, np.int64(0), q, q, np.int64(4), q, np.int64(0), np.int64(0), False, np.int64(0)
+    fw = _be16(data, q + 6)
+    return (True, np.int64(data[q + 9]), q + 12, q + 16, np.int64(4), q + np.int64(data[q] & 15) * 4,
+            _be16(data, q + 2), fw & 0x1FFF, (fw & 0x2000) != 0, _be16(data, q + 4))
+
+
+@numba.njit(cache=True, inline="always")
+def _ipv6(data, q, end):
+    """The IPv6 header at q and its extension headers (at most MAX_IPV6_EXT_HEADERS; a fragment header
+    with a non-zero offset ends the walk): the same tuple as ``_ipv4``."""
+    bad = (False, np.int64(0), q, q, np.int64(16), q, np.int64(0), np.int64(0), False, np.int64(0))
+    if q + 40 > end or (data[q] >> 4) != 6:
+        return bad
+    nh = np.int64(data[q + 6])
+    l4 = q + 40
+    frag_off = np.int64(0)
+    more_frags = False
+    ip_id = np.int64(0)
+    for _ in range(MAX_IPV6_EXT_HEADERS + 1):
+        if nh == 0 or nh == 43 or nh == 60 or nh == 135 or nh == 139 or nh == 140 or nh == 51:
+            if l4 + 2 > end:
+                return bad
+            # AH counts its length in 4-byte units less 2, the others in 8-byte units less 1
+            hl = (np.int64(data[l4 + 1]) + 2) * 4 if nh == 51 else (np.int64(data[l4 + 1]) + 1) * 8
+            nh = np.int64(data[l4])
+            l4 += hl
+        elif nh == 44:
+            if l4 + 8 > end:
+                return bad
+            fw = _be16(data, l4 + 2)
+            frag_off = fw >> 3
+            more_frags = (fw & 1) != 0
+            ip_id = _be32(data, l4 + 4)
+            nh = np.int64(data[l4])
+            l4 += 8
+            if frag_off > 0:
+                break
+        else:
+            break
+    else:
+        return bad  # extension-header chain too long
+    if l4 > end:
+        return bad
+    return True, nh, q + 8, q + 24, np.int64(16), l4, 40 + _be16(data, q + 4), frag_off, more_frags, ip_id
+
+
+@numba.njit(cache=True, inline="always")
+def _transport(data, l4, end, proto):
+    """Ports (TCP, UDP, SCTP, UDP-Lite, DCCP) or ICMP type/code at l4: (well formed, source port, destination
+    port, TCP flags, ICMP type, ICMP code). Other protocols have none."""
+    zero = np.int64(0)
+    if proto == 6 or proto == 17 or proto == 132 or proto == 136 or proto == 33:
+        if l4 + 4 > end:
+            return False, zero, zero, zero, zero, zero
+        tflags = np.int64(data[l4 + 13]) if proto == 6 and l4 + 14 <= end else zero
+        return True, _be16(data, l4), _be16(data, l4 + 2), tflags, zero, zero
+    if proto == 1 or proto == 58:
+        if l4 + 2 > end:
+            return False, zero, zero, zero, zero, zero
+        return True, zero, zero, zero, np.int64(data[l4]), np.int64(data[l4 + 1])
+    return True, zero, zero, zero, zero, zero
+
+
+@numba.njit(cache=True, inline="always")
+def _datagram(data, saddr, daddr, alen, v6, proto, ip_id):
+    """The fragment table's key of an IP datagram: (source words, destination words, tag of id/proto/v6)."""
+    w0 = _le64(data, saddr, min(alen, 8))
+    w1 = _le64(data, saddr + 8, 8) if v6 else np.uint64(0)
+    w2 = _le64(data, daddr, min(alen, 8))
+    w3 = _le64(data, daddr + 8, 8) if v6 else np.uint64(0)
+    tag = (np.uint64(ip_id) | (np.uint64(proto) << np.uint64(32)) | (np.uint64(v6) << np.uint64(40))
+           | (np.uint64(1) << np.uint64(63)))
+    return w0, w1, w2, w3, tag
+
+
+@numba.njit(cache=True, inline="always")
+def _ports_of_first_fragment(frag, data, saddr, daddr, alen, v6, proto, ip_id, ts):
+    """A later fragment's ports, from its first fragment: (found, source port, destination port)."""
+    w0, w1, w2, w3, tag = _datagram(data, saddr, daddr, alen, v6, proto, ip_id)
+    s = _frag_slot(frag, v6, w0, w1, w2, w3, tag, ts, False)
+    if s < 0:
+        return False, np.int64(0), np.int64(0)
+    return True, np.int64(frag[s, 5] & np.uint64(0xFFFF)), np.int64((frag[s, 5] >> np.uint64(16)) & np.uint64(0xFFFF))
+
+
+@numba.njit(cache=True, inline="always")
+def _remember_first_fragment(frag, data, saddr, daddr, alen, v6, proto, ip_id, ts, sport, dport, counters):
+    """Keep a first fragment's ports for the fragments after it (a live entry it replaces is counted)."""
+    w0, w1, w2, w3, tag = _datagram(data, saddr, daddr, alen, v6, proto, ip_id)
+    s = _frag_slot(frag, v6, w0, w1, w2, w3, tag, ts, True)
+    if (frag[s, 4] >> np.uint64(63)) != 0 and ts - np.int64(frag[s, 6]) <= FRAG_TTL_US:
+        if frag[s, 4] != tag or frag[s, 0] != w0 or frag[s, 1] != w1 or frag[s, 2] != w2 or frag[s, 3] != w3:
+            counters[CN.C_FRAG_EVICTED] += 1
+    frag[s, 0] = w0
+    frag[s, 1] = w1
+    frag[s, 2] = w2
+    frag[s, 3] = w3
+    frag[s, 4] = tag
+    frag[s, 5] = np.uint64(sport) | (np.uint64(dport) << np.uint64(16))
+    frag[s, 6] = np.uint64(ts)
+
+
+@numba.njit(cache=True, inline="always")
+def _sent_by_b(data, saddr, daddr, alen, sport, dport):
+    """Whether the sender is endpoint B of the normalized key: A is the smaller (address bytes, port)."""
+    for k in range(alen):
+        a = data[saddr + k]
+        b = data[daddr + k]
+        if a != b:
+            return a > b
+    return sport > dport
+
+
+@numba.njit(cache=True, inline="always")
+def _write_record(rec8, rec16, rec32, rec64, out, data, aa, ab, alen, ts, clk, wl, pa, pb, vlan, proto, from_b,
+                  v6, tflags, itype, icode, smac, dmac):
+    """Packet record ``out`` (layout in ``packet.layout``) for endpoints A at aa and B at ab; returns its key
+    hash (``flow.key``)."""
+    for k in range(16, 48):
+        rec8[out, k] = 0
+    for k in range(alen):
+        rec8[out, 16 + k] = data[aa + k]
+        rec8[out, 32 + k] = data[ab + k]
+    rec64[out, L.W_TS] = ts
+    rec64[out, L.W_CLOCK] = clk
+    rec32[out, L.D_WIRE_LEN] = wl
+    rec16[out, L.H_PORT_A] = pa
+    rec16[out, L.H_PORT_B] = pb
+    rec16[out, L.H_VLAN] = vlan
+    rec8[out, L.B_PROTO] = proto
+    rec8[out, L.B_FLAGS] = (L.FLAG_FROM_B if from_b else 0) | (L.FLAG_V6 if v6 else 0)
+    rec8[out, L.B_TCP_FLAGS] = tflags
+    rec8[out, L.B_ICMP_TYPE] = itype
+    rec8[out, L.B_ICMP_CODE] = icode
+    rec8[out, 71] = 0
+    rec64[out, L.W_SRC_MAC] = smac
+    rec64[out, L.W_DST_MAC] = dmac
+    h = key_hash(rec64[out, L.W_ADDR_A], rec64[out, L.W_ADDR_A + 1], rec64[out, L.W_ADDR_B],
+                 rec64[out, L.W_ADDR_B + 1], key_word(pa, pb, vlan, proto, v6))
+    rec64[out, L.W_HASH] = h
+    return h
+
+
+@numba.njit(cache=True, inline="always")
+def _name_payload(data, q, end, l4, ip_len, proto, sport, dport):
+    """The offset of the L4 payload of a packet that may carry names (UDP to or from a name port, TCP DNS, a
+    TLS ClientHello; not DNS-format queries), or -1; and the end of the IP datagram."""
+    ip_end = min(end, q + ip_len) if ip_len > 0 else end
+    if proto == 17 and l4 + 8 <= ip_end and (_name_port(sport) or _name_port(dport)):
+        if not ((_dns_port(sport) or _dns_port(dport)) and _dns_query(data, l4 + 8, ip_end)):
+            return l4 + 8, ip_end
+    elif proto == 6 and l4 + 20 <= ip_end:
+        p0 = l4 + (np.int64(data[l4 + 12]) >> 4) * 4
+        if sport == 53 or dport == 53:
+            if p0 < ip_end and not _dns_query(data, p0 + 2, ip_end):  # after the 2-byte length
+                return p0, ip_end
+        elif p0 + 6 <= ip_end and data[p0] == 0x16 and data[p0 + 1] == 3 and data[p0 + 5] == 1:
+            return p0, ip_end
+    return np.int64(-1), ip_end
+
+
 @numba.njit(cache=True)
 def decode_batch(data, meta, wire, datalink, snaplen, rec8, rec16, rec32, rec64, worker_of, n_workers,
                  frag, counters, clock, want_names, cand, frag_only=False):
@@ -145,9 +334,8 @@ def decode_batch(data, meta, wire, datalink, snaplen, rec8, rec16, rec32, rec64,
     data: packet bytes (uint8), meta: (n, 4) uint32 rows (sec, usec, offset, caplen);
     wire: wire lengths per packet, or an empty array when the source has none;
     rec8/16/32/64: views of one (n, RECORD_BYTES) buffer; frag: fragment table;
-    counters: capture counters (packet.layout C_*); clock: [running max ts_us].
-    With want_names, packets that may carry names (UDP to or from a name port,
-    TCP DNS, a TLS ClientHello; not DNS-format queries) are listed in cand: (n, 3) int64 rows of
+    counters: capture counters (``counters.C_*``); clock: [running max ts_us].
+    With want_names, packets that may carry names (``_name_payload``) are listed in cand: (n, 3) int64 rows of
     (record index, payload offset in data, payload length); cand[n, 0] holds the count.
     With frag_only, only the clock and the fragment table are brought up to date (a chunk's planning:
     ``packet.chunks``); nothing is written and the counters are the caller's scratch."""
@@ -162,226 +350,56 @@ def decode_batch(data, meta, wire, datalink, snaplen, rec8, rec16, rec32, rec64,
         cap = np.int64(meta[i, 3])
         end = p + cap
         wl = np.int64(wire[i]) if has_wire else np.int64(0)
-        counters[L.C_READ] += 1
+        counters[CN.C_READ] += 1
         if ts > clk:
             clk = ts
-        # ---- link layer
-        smac = np.uint64(0)
-        dmac = np.uint64(0)
-        vlan = 0
-        etype = -1
-        q = p
-        if datalink == DLT_EN10MB:
-            if cap < 14:
-                counters[L.C_NON_IP] += 1
-                counters[L.C_BYTES] += max(wl, cap)
-                continue
-            dmac = _mac(data, p)
-            smac = _mac(data, p + 6)
-            etype = _be16(data, p + 12)
-            q = p + 14
-            while (etype == 0x8100 or etype == 0x88A8 or etype == 0x9100) and q + 4 <= end:
-                if vlan == 0:
-                    vlan = _be16(data, q) & 0xFFF
-                etype = _be16(data, q + 2)
-                q += 4
-        elif datalink == DLT_LINUX_SLL:
-            if cap >= 16:
-                etype = _be16(data, p + 14)
-                if _be16(data, p + 2) == 1 and _be16(data, p + 4) == 6:
-                    smac = _mac(data, p + 6)
-            q = p + 16
-        elif datalink == DLT_LINUX_SLL2:
-            if cap >= 20:
-                etype = _be16(data, p)
-                if _be16(data, p + 8) == 1 and data[p + 11] == 6:
-                    smac = _mac(data, p + 12)
-            q = p + 20
-        else:
-            if datalink == DLT_NULL or datalink == DLT_LOOP:
-                q = p + 4
-            if q < end:
-                ver = data[q] >> 4
-                etype = ETH_IPV4 if ver == 4 else (ETH_IPV6 if ver == 6 else -1)
+        etype, q, smac, dmac, vlan = _link_layer(data, p, cap, end, datalink)
         if etype != ETH_IPV4 and etype != ETH_IPV6:
-            counters[L.C_NON_IP] += 1
-            counters[L.C_BYTES] += max(wl, cap)
+            counters[CN.C_NON_IP] += 1
+            counters[CN.C_BYTES] += max(wl, cap)
             continue
-        # ---- network layer
         v6 = etype == ETH_IPV6
-        frag_off = 0
-        more_frags = False
-        ip_id = np.int64(0)
-        if not v6:
-            if q + 20 > end or (data[q] >> 4) != 4 or (data[q] & 15) < 5 or q + (data[q] & 15) * 4 > end:
-                counters[L.C_MALFORMED] += 1
-                counters[L.C_BYTES] += max(wl, cap)
-                continue
-            ihl = np.int64(data[q] & 15) * 4
-            ip_len = _be16(data, q + 2)
-            fw = _be16(data, q + 6)
-            more_frags = (fw & 0x2000) != 0
-            frag_off = fw & 0x1FFF
-            ip_id = _be16(data, q + 4)
-            proto = np.int64(data[q + 9])
-            saddr = q + 12
-            daddr = q + 16
-            alen = 4
-            l4 = q + ihl
+        if v6:
+            ok, proto, saddr, daddr, alen, l4, ip_len, frag_off, more_frags, ip_id = _ipv6(data, q, end)
         else:
-            if q + 40 > end or (data[q] >> 4) != 6:
-                counters[L.C_MALFORMED] += 1
-                counters[L.C_BYTES] += max(wl, cap)
-                continue
-            ip_len = 40 + _be16(data, q + 4)
-            nh = np.int64(data[q + 6])
-            saddr = q + 8
-            daddr = q + 24
-            alen = 16
-            l4 = q + 40
-            bad = False
-            for _ in range(MAX_IPV6_EXT_HEADERS + 1):
-                if nh == 0 or nh == 43 or nh == 60 or nh == 135 or nh == 139 or nh == 140 or nh == 51:
-                    if l4 + 2 > end:
-                        bad = True
-                        break
-                    # AH counts its length in 4-byte units less 2, the others in 8-byte units less 1
-                    hl = (np.int64(data[l4 + 1]) + 2) * 4 if nh == 51 else (np.int64(data[l4 + 1]) + 1) * 8
-                    nh = np.int64(data[l4])
-                    l4 += hl
-                elif nh == 44:
-                    if l4 + 8 > end:
-                        bad = True
-                        break
-                    fw = _be16(data, l4 + 2)
-                    frag_off = fw >> 3
-                    more_frags = (fw & 1) != 0
-                    ip_id = _be32(data, l4 + 4)
-                    nh = np.int64(data[l4])
-                    l4 += 8
-                    if frag_off > 0:
-                        break
-                else:
-                    break
-            else:
-                bad = True  # extension-header chain too long
-            if bad or l4 > end:
-                counters[L.C_MALFORMED] += 1
-                counters[L.C_BYTES] += max(wl, cap)
-                continue
-            proto = nh
+            ok, proto, saddr, daddr, alen, l4, ip_len, frag_off, more_frags, ip_id = _ipv4(data, q, end)
+        if not ok:
+            counters[CN.C_MALFORMED] += 1
+            counters[CN.C_BYTES] += max(wl, cap)
+            continue
         if frag_only and not (more_frags and frag_off == 0):
             continue
         if wl == 0:  # no record header: the packet was cut only if it filled the snaplen
             wl = cap if cap < snaplen else max(cap, (q - p) + ip_len)
-        # ---- transport layer
-        sport = 0
-        dport = 0
-        tflags = 0
-        itype = 0
-        icode = 0
-        if frag_off > 0 or more_frags:
-            w0 = _le64(data, saddr, min(alen, 8))
-            w1 = _le64(data, saddr + 8, 8) if v6 else np.uint64(0)
-            w2 = _le64(data, daddr, min(alen, 8))
-            w3 = _le64(data, daddr + 8, 8) if v6 else np.uint64(0)
-            tag = np.uint64(ip_id) | (np.uint64(proto) << np.uint64(32)) | (np.uint64(v6) << np.uint64(40)) | (np.uint64(1) << np.uint64(63))
         if frag_off > 0:
-            s = _frag_slot(frag, v6, w0, w1, w2, w3, tag, ts, False)
-            if s < 0:
-                counters[L.C_FRAG_UNMATCHED] += 1
-                counters[L.C_BYTES] += wl
+            tflags = itype = icode = np.int64(0)
+            found, sport, dport = _ports_of_first_fragment(frag, data, saddr, daddr, alen, v6, proto, ip_id, ts)
+            if not found:
+                counters[CN.C_FRAG_UNMATCHED] += 1
+                counters[CN.C_BYTES] += wl
                 continue
-            sport = np.int64(frag[s, 5] & np.uint64(0xFFFF))
-            dport = np.int64((frag[s, 5] >> np.uint64(16)) & np.uint64(0xFFFF))
         else:
-            if proto == 6 or proto == 17 or proto == 132 or proto == 136 or proto == 33:
-                if l4 + 4 > end:
-                    counters[L.C_MALFORMED] += 1
-                    counters[L.C_BYTES] += wl
-                    continue
-                sport = _be16(data, l4)
-                dport = _be16(data, l4 + 2)
-                if proto == 6 and l4 + 14 <= end:
-                    tflags = data[l4 + 13]
-            elif proto == 1 or proto == 58:
-                if l4 + 2 > end:
-                    counters[L.C_MALFORMED] += 1
-                    counters[L.C_BYTES] += wl
-                    continue
-                itype = data[l4]
-                icode = data[l4 + 1]
+            ok, sport, dport, tflags, itype, icode = _transport(data, l4, end, proto)
+            if not ok:
+                counters[CN.C_MALFORMED] += 1
+                counters[CN.C_BYTES] += wl
+                continue
             if more_frags:
-                s = _frag_slot(frag, v6, w0, w1, w2, w3, tag, ts, True)
-                if (frag[s, 4] >> np.uint64(63)) != 0 and ts - np.int64(frag[s, 6]) <= FRAG_TTL_US:
-                    if frag[s, 4] != tag or frag[s, 0] != w0 or frag[s, 1] != w1 or frag[s, 2] != w2 or frag[s, 3] != w3:
-                        counters[L.C_FRAG_EVICTED] += 1
-                frag[s, 0] = w0
-                frag[s, 1] = w1
-                frag[s, 2] = w2
-                frag[s, 3] = w3
-                frag[s, 4] = tag
-                frag[s, 5] = np.uint64(sport) | (np.uint64(dport) << np.uint64(16))
-                frag[s, 6] = np.uint64(ts)
+                _remember_first_fragment(frag, data, saddr, daddr, alen, v6, proto, ip_id, ts, sport, dport,
+                                         counters)
         if frag_only:
             continue
-        # ---- normalized key: A is the smaller (address bytes, port)
-        order = 0
-        for k in range(alen):
-            a = data[saddr + k]
-            b = data[daddr + k]
-            if a != b:
-                order = -1 if a < b else 1
-                break
-        if order == 0:
-            order = -1 if sport <= dport else 1
-        from_b = order > 0
+        from_b = _sent_by_b(data, saddr, daddr, alen, sport, dport)
         if from_b:
             pa, pb, aa, ab = dport, sport, daddr, saddr
         else:
             pa, pb, aa, ab = sport, dport, saddr, daddr
-        # ---- write the record
-        for k in range(16, 48):
-            rec8[out, k] = 0
-        for k in range(alen):
-            rec8[out, 16 + k] = data[aa + k]
-            rec8[out, 32 + k] = data[ab + k]
-        rec64[out, L.W_TS] = ts
-        rec64[out, L.W_CLOCK] = clk
-        rec32[out, L.D_WIRE_LEN] = wl
-        rec16[out, L.H_PORT_A] = pa
-        rec16[out, L.H_PORT_B] = pb
-        rec16[out, L.H_VLAN] = vlan
-        rec8[out, L.B_PROTO] = proto
-        rec8[out, L.B_FLAGS] = (L.FLAG_FROM_B if from_b else 0) | (L.FLAG_V6 if v6 else 0)
-        rec8[out, L.B_TCP_FLAGS] = tflags
-        rec8[out, L.B_ICMP_TYPE] = itype
-        rec8[out, L.B_ICMP_CODE] = icode
-        rec8[out, 71] = 0
-        rec64[out, L.W_SRC_MAC] = smac
-        rec64[out, L.W_DST_MAC] = dmac
-        h = np.uint64(0x243F6A8885A308D3)
-        for k in range(L.W_ADDR_A, L.W_ADDR_B + 2):
-            h = mix64(h, np.uint64(rec64[out, k]))
-        keyword = (np.uint64(pa) | (np.uint64(pb) << np.uint64(16)) | (np.uint64(vlan) << np.uint64(32))
-                   | (np.uint64(proto) << np.uint64(48)) | (np.uint64(v6) << np.uint64(56)))
-        h = finish64(mix64(h, keyword))
-        rec64[out, L.W_HASH] = h
+        h = _write_record(rec8, rec16, rec32, rec64, out, data, aa, ab, alen, ts, clk, wl, pa, pb, vlan, proto,
+                          from_b, v6, tflags, itype, icode, smac, dmac)
         worker_of[out] = np.int32(((h >> np.uint64(32)) * np.uint64(n_workers)) >> np.uint64(32))
-        counters[L.C_BYTES] += wl
+        counters[CN.C_BYTES] += wl
         if want_names and frag_off == 0:
-            ip_end = min(end, q + ip_len) if ip_len > 0 else end
-            pay = -1
-            if proto == 17 and l4 + 8 <= ip_end and (_name_port(sport) or _name_port(dport)):
-                if not ((_dns_port(sport) or _dns_port(dport)) and _dns_query(data, l4 + 8, ip_end)):
-                    pay = l4 + 8
-            elif proto == 6 and l4 + 20 <= ip_end:
-                p0 = l4 + (np.int64(data[l4 + 12]) >> 4) * 4
-                if sport == 53 or dport == 53:
-                    if p0 < ip_end and not _dns_query(data, p0 + 2, ip_end):  # after the 2-byte length
-                        pay = p0
-                elif p0 + 6 <= ip_end and data[p0] == 0x16 and data[p0 + 1] == 3 and data[p0 + 5] == 1:
-                    pay = p0
+            pay, ip_end = _name_payload(data, q, end, l4, ip_len, proto, sport, dport)
             if pay >= 0:
                 cand[n_cand, 0] = out
                 cand[n_cand, 1] = pay
@@ -404,10 +422,10 @@ def pack_name_slots(data, rec8, cand, slots):
         off = cand[i, 1]
         length = cand[i, 2]
         keep = min(length, L.NAME_PAYLOAD_MAX)
-        slots[i, 88] = keep & 0xFF
-        slots[i, 89] = keep >> 8
-        slots[i, 90] = min(length, 65535) & 0xFF
-        slots[i, 91] = min(length, 65535) >> 8
+        slots[i, L.NAME_KEPT_AT] = keep & 0xFF
+        slots[i, L.NAME_KEPT_AT + 1] = keep >> 8
+        slots[i, L.NAME_ON_WIRE_AT] = min(length, 65535) & 0xFF
+        slots[i, L.NAME_ON_WIRE_AT + 1] = min(length, 65535) >> 8
         for k in range(keep):
             slots[i, L.NAME_PAYLOAD_AT + k] = data[off + k]
     return n
@@ -455,3 +473,17 @@ class BatchDecoder:
             return self.name_slots[:0]
         count = pack_name_slots(self._data, self.records, self.candidates[: self._batch_n + 1], self.name_slots)
         return self.name_slots[:count]
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the decoder with the kinds of arrays a run gives it: libpcap's
+    read-only bytes and a classic pcap file's writable window (a differently typed call would load again, in
+    the child). Called by the supervisor before it forks, so every capture process inherits the code."""
+    pkt = bytes.fromhex("ffffffffffff0200000000010800450000280001000040060000c0a80001c0a80002"
+                        "0050d43100000000000000005002000000000000")
+    meta = np.array([[1, 0, 0, len(pkt)]], np.uint32)
+    wire = np.array([len(pkt)], np.uint32)
+    dec = BatchDecoder(4, 1, np.zeros(CN.N_CAPTURE_COUNTERS, np.int64), want_names=True)
+    for data, rows in ((pkt, meta.tobytes()), (np.frombuffer(pkt, np.uint8).copy(), meta)):
+        dec.decode(data, rows, wire, DLT_EN10MB, 262144)
+        dec.name_packets()

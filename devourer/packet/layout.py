@@ -15,7 +15,7 @@ below are the contract between the two sides (and the ring's slot size).
     62     2    port_b
     64     2    vlan         outermost 802.1Q/802.1ad id, 0 when untagged
     66     1    proto        IP protocol number (ICMPv6 is 58)
-    67     1    flags        bit0: sent by B; bit1: IPv6
+    67     1    flags        bit0: sent by B; bit1: IPv6; bit7: a chunk's end marker (``ipc.ordered``)
     68     1    tcp_flags
     69     1    icmp_type
     70     1    icmp_code
@@ -25,6 +25,8 @@ below are the contract between the two sides (and the ring's slot size).
 """
 
 import numpy as np
+
+from devourer.ipc.ordered import Framing
 
 RECORD_BYTES = 88
 
@@ -51,6 +53,7 @@ B_ICMP_CODE = 70
 
 FLAG_FROM_B = 1
 FLAG_V6 = 2
+FLAG_CHUNK_END = 0x80
 MAC_PRESENT = np.uint64(1 << 63)
 
 PACKET_DTYPE = np.dtype(
@@ -64,33 +67,20 @@ PACKET_DTYPE = np.dtype(
     }
 )
 
-# Capture-side counters (indexes into the capture's counter array / stats segment).
-C_READ = 0  # packets handed to us by libpcap (or found in the file, with a filter)
-C_BYTES = 1  # wire bytes of those packets
-C_NON_IP = 2  # not IPv4/IPv6 after the link layer (ARP, STP, PPPoE, MPLS, ...)
-C_MALFORMED = 3  # IP packets too short or inconsistent to key
-C_FRAG_UNMATCHED = 4  # non-first fragments whose first fragment was not seen
-C_RING_DROPPED = 5  # packets dropped because a worker's ring was full (live only)
-C_KERNEL_DROPPED = 6  # libpcap ps_drop + ps_ifdrop (live only)
-C_FILTERED = 7  # packets in the files that the BPF filter rejected
-C_DISPATCHED = 8  # packets written to worker rings
-C_FRAG_EVICTED = 9  # first-fragment entries pushed out of the bounded fragment table
-C_CLOCK_US = 10  # capture clock (running max of packet time), for stats
-C_NAME_PACKETS = 11  # name-resolution packets copied to the resolver ring
-C_NAME_DROPPED = 12  # ... that did not fit (live only: the resolver fell behind)
-C_INPUT_BYTES = 13  # bytes of the capture files (or pipe) consumed so far, for progress
-C_ABANDONED = 14  # decoded for a flow but not handed on: the run was stopped by a failure (a dead process)
-N_CAPTURE_COUNTERS = 16
-
-
 # Slots of the resolver ring: the packet's record, then its L4 payload (cut to fit).
 #   0   RECORD_BYTES  the packet record above
 #   88  u16           payload length in this slot
 #   90  u16           payload length on the wire (more than the slot holds: cut)
 #   92  ...           payload
 NAME_SLOT_BYTES = 2048
+NAME_KEPT_AT = 88
+NAME_ON_WIRE_AT = 90
 NAME_PAYLOAD_AT = 92
 NAME_PAYLOAD_MAX = NAME_SLOT_BYTES - NAME_PAYLOAD_AT
+
+
+#: what ``ipc.ordered`` needs to know of both rings' slots (a name slot starts with the packet record)
+RING_FRAMING = Framing(B_FLAGS, FLAG_CHUNK_END, W_CLOCK)
 
 
 def empty_records(n: int) -> np.ndarray:

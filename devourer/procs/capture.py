@@ -21,18 +21,27 @@ import os
 import select
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, NoReturn
 
 import numpy as np
 import pcapy
 
-from devourer.errors import DamagedCaptureError, SourceError, UsageError
+from devourer import counters as CN
+from devourer.counters import CTL_ABORT, CTL_STOP
+from devourer.errors import EXIT_DAMAGED, EXIT_OK, DamagedCaptureError, SourceError, UsageError
 from devourer.packet import layout as L
 from devourer.ipc.ordered import end_marker
 from devourer.packet.capfile import RecordWalker
 from devourer.packet.chunks import ChunkReader, chunkable
 from devourer.packet.decode import SUPPORTED_DATALINKS, BatchDecoder
 from devourer.privileges import raise_capture_capabilities
+from devourer.procs.common import run_child
+from devourer.procs.planner import next_chunk
+from devourer.procs.report import Reporter, Role
 from devourer.settings import Settings
+
+if TYPE_CHECKING:
+    from devourer.engine.topology import Topology
 
 LIVE_TIMEOUT_MS = 100
 PIPE_BATCH_PACKETS = 64  # a pipe blocks mid-batch; small batches keep what was read moving
@@ -220,7 +229,7 @@ class CaptureLoop:
         packet = (lambda o, c: data[o:o + c]) if isinstance(data, bytes) else (lambda o, c: data[o:o + c].tobytes())
         keep = np.fromiter((src.bpf.filter(packet(o, c)) != 0 for o, c in zip(m[:, 2].tolist(), m[:, 3].tolist())),
                            np.bool_, m.shape[0])
-        self.counters[L.C_FILTERED] += int((~keep).sum())
+        self.counters[CN.C_FILTERED] += int((~keep).sum())
         kept = m[keep] if isinstance(meta, np.ndarray) else m[keep].tobytes()  # as it came: decode is compiled for each
         return data, kept, None if wire is None else wire[keep]
 
@@ -253,14 +262,14 @@ class CaptureLoop:
                 break
             sec, usec = header.getts()
             caplen = header.getcaplen()
-            self.counters[L.C_INPUT_BYTES] += 16 + caplen
+            self.counters[CN.C_INPUT_BYTES] += 16 + caplen
             if not 0 <= sec <= 0xFFFFFFFF:  # pcapng's 64-bit times reach past 2106 and before 1970: unkeyable
-                self.counters[L.C_READ] += 1
-                self.counters[L.C_BYTES] += header.getlen()
-                self.counters[L.C_MALFORMED] += 1
+                self.counters[CN.C_READ] += 1
+                self.counters[CN.C_BYTES] += header.getlen()
+                self.counters[CN.C_MALFORMED] += 1
                 continue
             if src.bpf is not None and not src.bpf.filter(frame):
-                self.counters[L.C_FILTERED] += 1
+                self.counters[CN.C_FILTERED] += 1
                 continue
             frames.append(frame)
             meta.append((sec, usec, offset, caplen))
@@ -285,16 +294,16 @@ class CaptureLoop:
         for j, (i, part) in enumerate(parts):
             if live:
                 if not rings[i].try_write(part):  # the ring counts its own drops too (per worker)
-                    self.counters[L.C_RING_DROPPED] += part.shape[0]
+                    self.counters[CN.C_RING_DROPPED] += part.shape[0]
                     continue
             else:
                 written = rings[i].write_upto(part, self.abort_requested)
                 if written < part.shape[0]:
                     # the run failed (a process died): what did not go in is counted, not handed on
-                    self.counters[L.C_DISPATCHED] += written
-                    self.counters[L.C_ABANDONED] += sum(p.shape[0] for _, p in parts[j:]) - written
+                    self.counters[CN.C_DISPATCHED] += written
+                    self.counters[CN.C_ABANDONED] += sum(p.shape[0] for _, p in parts[j:]) - written
                     return
-            self.counters[L.C_DISPATCHED] += part.shape[0]
+            self.counters[CN.C_DISPATCHED] += part.shape[0]
 
     def _dispatch_names(self, live: bool) -> None:
         if self.name_ring is None:
@@ -304,18 +313,18 @@ class CaptureLoop:
             return
         if live:
             if not self.name_ring.try_write(slots):
-                self.counters[L.C_NAME_DROPPED] += len(slots)
+                self.counters[CN.C_NAME_DROPPED] += len(slots)
                 return
         elif not self.name_ring.write(slots, self.abort_requested):
             return
-        self.counters[L.C_NAME_PACKETS] += len(slots)
+        self.counters[CN.C_NAME_PACKETS] += len(slots)
 
     def _all_rings(self):
         return self.rings if self.name_ring is None else [*self.rings, self.name_ring]
 
     def _publish_clock(self) -> None:
         clock = int(self.decoder.clock[0])
-        self.counters[L.C_CLOCK_US] = clock
+        self.counters[CN.C_CLOCK_US] = clock
         for r in self._all_rings():
             r.publish_clock(clock)
 
@@ -347,7 +356,7 @@ class CaptureLoop:
     def run_libpcap_file(self, src: Source) -> None:
         """A pcapng file or a pipe, through libpcap."""
         walker = RecordWalker(src.path, self.settings.batch_packets) if RecordWalker.supports(src.path) else None
-        files_before = int(self.counters[L.C_INPUT_BYTES])
+        files_before = int(self.counters[CN.C_INPUT_BYTES])
         self._pipe_done = False
         self._packets_done = 0  # packets of this file read through libpcap so far
         self._damage = None  # found by _salvage; raised once the packets before it are handed on
@@ -367,7 +376,7 @@ class CaptureLoop:
                     break
                 self._replay(src, *batch)
                 if walker is not None:
-                    self.counters[L.C_INPUT_BYTES] = files_before + walker.position
+                    self.counters[CN.C_INPUT_BYTES] = files_before + walker.position
                 if self._damage is not None:
                     raise self._damage
         finally:
@@ -418,7 +427,7 @@ class CaptureLoop:
             _, drop, ifdrop = src.handle.stats()
         except pcapy.PcapError:
             return
-        self.counters[L.C_KERNEL_DROPPED] = drop + ifdrop
+        self.counters[CN.C_KERNEL_DROPPED] = drop + ifdrop
 
     def run_chunks(self, sources: list[Source], next_chunk) -> int:
         """Read the chunks ``next_chunk()`` gives (None: no more), each ended by a marker in every ring."""
@@ -430,14 +439,14 @@ class CaptureLoop:
                 if self._read_chunk(sources[chunk.source], chunk):
                     clock = int(self.decoder.clock[0])
                     for ring in self.rings:
-                        ring.write(end_marker(clock), self.abort_requested)
+                        ring.write(end_marker(clock, L.RING_FRAMING, L.RECORD_BYTES), self.abort_requested)
                     if self.name_ring is not None:
-                        self.name_ring.write(end_marker(clock, L.NAME_SLOT_BYTES), self.abort_requested)
+                        self.name_ring.write(end_marker(clock, L.RING_FRAMING, L.NAME_SLOT_BYTES), self.abort_requested)
         finally:
             self._publish_clock()
             for r in self._all_rings():
                 r.close_producer()
-        return 0
+        return EXIT_OK
 
     def _read_chunk(self, src: Source, chunk) -> bool:
         """Decode and hand on one chunk; False if stopped before its end."""
@@ -461,7 +470,7 @@ class CaptureLoop:
             if batch is None:
                 return True
             self._replay(src, *self._filtered(src, *batch))
-            self.counters[L.C_INPUT_BYTES] += reader.position - consumed
+            self.counters[CN.C_INPUT_BYTES] += reader.position - consumed
             consumed = reader.position
 
     def run(self, sources: list[Source]) -> int:
@@ -485,4 +494,28 @@ class CaptureLoop:
             self._publish_clock()
             for r in self._all_rings():
                 r.close_producer()
-        return DamagedCaptureError.exit_status if self.damaged else 0
+        return EXIT_DAMAGED if self.damaged else EXIT_OK
+
+
+def main(topo: "Topology", settings: Settings, sources: list[Source], k: int = 0) -> NoReturn:
+    """Capture reader ``k``'s process: every source with one reader; live with several, interface ``k``
+    (PACKET_FANOUT); replay with several, the chunks the planner deals to ``k``. SIGTERM (the supervisor
+    nudging a read blocked on a pipe, or the supervisor's death) stops it as CTL_STOP does."""
+    stop = {"flag": False}
+
+    def on_term(signum, frame):
+        stop["flag"] = True
+
+    def body(parent: int) -> int:
+        stop_requested = lambda: stop["flag"] or bool(topo.control[CTL_STOP])  # noqa: E731
+        loop = CaptureLoop(settings, topo.reader_rings[k], topo.reader_counters[k], stop_requested=stop_requested,
+                           abort_requested=lambda: bool(topo.control[CTL_ABORT]),
+                           report=Reporter(topo.reports, Role("capture")),
+                           name_ring=topo.name_rings[k] if topo.name_rings else None)
+        if topo.n_readers == 1:
+            return loop.run(sources)
+        if settings.live:
+            return loop.run(sources[k:k + 1])
+        return loop.run_chunks(sources, lambda: next_chunk(topo.chunk_queues[k], stop_requested))
+
+    run_child(Role("capture", None if topo.n_readers == 1 else k), body, topo.reports, on_term=on_term)

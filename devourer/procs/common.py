@@ -1,4 +1,10 @@
-"""What every child process does the same way: signals, parent watch, control words."""
+"""What every child process does the same way: start, wait for work, watch its parent, end.
+
+``run_child`` is each process's top level: it sets the process up (``become_child``), runs its body, turns
+any exception that escapes into a report with the role (``procs.report``) and exit status EXIT_FAILURE, and
+ends the process (``exit_child``) once what it queued for others is on its way. ``Idle`` is the one poll
+back-off of the processes that wait on rings.
+"""
 
 import ctypes
 import ctypes.util
@@ -6,17 +12,12 @@ import gc
 import os
 import queue as queue_mod
 import signal
+import time
+import traceback
+from typing import Callable, NoReturn
 
-# control words (a SharedCounters region written by the supervisor only)
-CTL_STOP = 0  # orderly stop: capture stops reading, everyone drains
-CTL_ABORT = 1  # a process died: stop waiting for space or peers
-CTL_FLOWS_LOST = 2  # flows held by workers that died (live mode restarts them)
-CTL_RESTARTS = 3  # worker processes restarted (live mode)
-CTL_CHANNEL_GEN = 4  # exporter and resolver restarts so far = which export queue the two now share
-CTL_REOPEN = 5  # SIGHUPs so far: the exporter reopens its output file when this changes
-CTL_EXPORTER_GONE = 6  # the exporter died and none follows (replay): nobody reads the export queue any more
-N_CONTROL = 8
-
+from devourer.errors import EXIT_FAILURE
+from devourer.procs.report import Reason, Report, Role
 
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
@@ -56,7 +57,7 @@ def become_child(role: str, handle_term=None) -> int:
         _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     parent = os.getppid()
     if parent == 1:  # the supervisor died before we got here
-        os._exit(1)
+        os._exit(EXIT_FAILURE)
     return parent
 
 
@@ -75,3 +76,51 @@ def put_until(out_queue, message: bytes, give_up, timeout_s: float = 0.5) -> boo
         except queue_mod.Full:
             if give_up():
                 return False
+
+
+class Idle:
+    """Sleeps between polls that found nothing: from 0.1 ms, doubling to 5 ms, back to the start after work.
+    A busy process never sleeps; an idle one wakes 200 times a second at most."""
+
+    FIRST_S = 1e-4
+    LONGEST_S = 5e-3
+
+    def __init__(self):
+        self.pause = self.FIRST_S
+
+    def worked(self) -> None:
+        self.pause = self.FIRST_S
+
+    def wait(self) -> None:
+        time.sleep(self.pause)
+        self.pause = min(self.pause * 2, self.LONGEST_S)
+
+
+def exit_child(code: int, flush=(), abandon=()) -> NoReturn:
+    """End this child: the queues in ``flush`` deliver what was put on them first, those in ``abandon`` are
+    given up (their reader is gone). ``os._exit``: no atexit handler or finalizer the supervisor set up runs
+    twice, and the queues' feeder threads are waited for only here."""
+    for q in abandon:
+        q.close()
+        q.cancel_join_thread()
+    for q in flush:
+        q.close()
+        q.join_thread()
+    os._exit(code)
+
+
+def run_child(role: Role, body: Callable[[int], int], reports, queues=None, on_term=None) -> NoReturn:
+    """A child process's top level. ``body(parent_pid)`` returns the exit status; ``queues()`` (called after
+    it) says which queues to flush and which to abandon, besides the reports queue, which is always flushed.
+    An exception that escapes the body is a report with the role and the error, and exit status EXIT_FAILURE
+    (not the multiprocess library's traceback on stderr)."""
+    parent = become_child(role.process_name, on_term)
+    try:
+        code = body(parent)
+    except Exception as e:  # the process's top level: every failure becomes a report and an exit status
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        reports.put(Report(role, os.getpid(), "error", f"unexpected error: {type(e).__name__}: {e} "
+                           f"({os.path.basename(where.filename)}:{where.lineno})", Reason.CRASHED))
+        code = EXIT_FAILURE
+    flush, abandon = queues() if queues is not None else ((), ())
+    exit_child(code, (*flush, reports), abandon)

@@ -12,33 +12,28 @@ them is lost).
 import collections
 import queue as queue_mod
 import time
+from typing import TYPE_CHECKING, NoReturn
 
 import numpy as np
 
+from devourer.errors import EXIT_FAILURE, EXIT_OK
+from devourer.counters import (CTL_REOPEN, E_BATCHES, E_FLOWS_WRITTEN, E_NAMES_CAPPED, E_NAMES_EVICTED, E_WAITING,
+                               E_WRITE_FAILED, SINK_COUNTERS)
 from devourer.flow import record as R
 from devourer.ipc import wire
+from devourer.names.observe import observations_of
 from devourer.names.table import NameTable
+from devourer.outputs import FlowBatch, PartialWrite, Sink, open_sink
 from devourer.outputs.format import RecordFormatter
-from devourer.outputs import PartialWrite
-from devourer.procs.common import orphaned
-from devourer.procs.resolver import WATERMARK_DONE, decode_names
+from devourer.procs.common import Idle, orphaned, run_child
+from devourer.procs.report import Reason, Reporter, Role
+from devourer.settings import Settings
 
-E_FLOWS_WRITTEN = 0
-E_BATCHES = 1
-E_WRITE_FAILED = 2  # flows that could not be written (dropped at the exporter)
-E_WAITING = 3  # flows waiting for the resolver's watermark
-E_NAMES_EVICTED = 4  # name-map entries pushed out by its bound
-E_BQ_SENT = 5  # rows BigQuery took
-E_BQ_REJECTED = 6  # rows BigQuery refused (reported one by one)
-E_BQ_SPOOLED = 7  # rows waiting in the spool now
-E_BQ_SPOOL_DROPPED = 8  # rows lost because the spool was full
-E_BQ_SPOOL_SET_ASIDE = 9  # spool files that were not readable batches, moved aside
-E_NAMES_CAPPED = 10  # names dropped by the per-address bound or cut off a record (names.table)
-N_EXPORTER_COUNTERS = 12
+if TYPE_CHECKING:
+    from devourer.engine.topology import Topology
+
 TICK_S = 0.25
 READ_ROWS = 4096  # rows taken from a flow ring at a time
-SINK_COUNTERS = {"sent": E_BQ_SENT, "rejected": E_BQ_REJECTED, "spooled": E_BQ_SPOOLED,
-                 "spool_dropped": E_BQ_SPOOL_DROPPED, "spool_set_aside": E_BQ_SPOOL_SET_ASIDE}
 
 
 class CounterView:
@@ -64,7 +59,7 @@ class _Taken:
 
 
 class ExporterLoop:
-    def __init__(self, sink, sensor: str, in_queue, flow_rings, counters, parent_pid: int, report,
+    def __init__(self, sink: Sink, sensor: str, in_queue, flow_rings, counters, parent_pid: int, report,
                  names: NameTable | None = None, resolver_id: int | None = None, keep_going: bool = False,
                  reopen_requested=lambda: 0):
         self.sink = sink
@@ -89,7 +84,7 @@ class ExporterLoop:
             self.waiting_for.add(resolver_id)
             self.watermark = -1
         else:
-            self.watermark = WATERMARK_DONE
+            self.watermark = wire.WATERMARK_DONE
         self.held: collections.deque = collections.deque()  # (last packet time, rows, _Taken) awaiting the watermark
         # Rows stay in their flow ring until the output has them for good (written, sent or spooled), so an
         # exporter that dies loses none: a successor reads them again. Per ring: slots read but not yet freed,
@@ -111,18 +106,17 @@ class ExporterLoop:
 
     def handle(self, message: bytes) -> None:
         """A message from the queue: names from the resolver, or done/lost."""
-        kind, sender, payload = wire.decode(message)
-        if kind == "names":
-            watermark, observations = decode_names(payload)
-            for ts, obs in observations:
-                self.names.observe(ts, obs)
-            self.counters[E_NAMES_EVICTED] = self.names.evicted
-            self.counters[E_NAMES_CAPPED] = self.names.capped
-            self.watermark = max(self.watermark, watermark)
-        else:  # done / lost
-            self.waiting_for.discard(sender)
-            if sender == self.resolver_id:
-                self.watermark = WATERMARK_DONE
+        match wire.decode(message):
+            case wire.Names(watermark, rows):
+                for ts, obs in observations_of(rows):
+                    self.names.observe(ts, obs)
+                self.counters[E_NAMES_EVICTED] = self.names.evicted
+                self.counters[E_NAMES_CAPPED] = self.names.capped
+                self.watermark = max(self.watermark, watermark)
+            case wire.Done(sender) | wire.Lost(sender):
+                self.waiting_for.discard(sender)
+                if sender == self.resolver_id:
+                    self.watermark = wire.WATERMARK_DONE
         self._release()
 
     def _release(self) -> None:
@@ -143,7 +137,7 @@ class ExporterLoop:
     def _settle(self) -> None:
         """Free in the flow rings the rows the sink no longer holds in memory (after a failure: all; they are
         counted as lost)."""
-        unsettled = 0 if self.failed else getattr(self.sink, "unsettled", lambda: 0)()
+        unsettled = 0 if self.failed else self.sink.unsettled()
         while self.handed and self.handed_rows - self.handed[0].count >= unsettled:
             taken = self.handed.popleft()
             self.handed_rows -= taken.count
@@ -160,11 +154,7 @@ class ExporterLoop:
             return
         try:
             for start in range(0, len(rows), 4096):
-                part = rows[start:start + 4096]
-                if getattr(self.sink, "wants_records", False):
-                    self.sink.write_records(self.formatter.records(part, self.names))
-                else:
-                    self.sink.write(self.formatter.lines(part, self.names))
+                self.sink.write(FlowBatch(self.formatter, rows[start:start + 4096], self.names))
             self.sink.flush()
         except OSError as e:
             kept = e.lines if isinstance(e, PartialWrite) else 0  # whole lines that are in the file all the same
@@ -173,7 +163,7 @@ class ExporterLoop:
             self.counters[E_WRITE_FAILED] += len(rows)
             if not self.keep_going:
                 self.failed = True
-                self.report(f"cannot write output: {e.strerror or e}", "error")
+                self.report(f"cannot write output: {e.strerror or e}", "error", Reason.OUTPUT_FAILED)
             elif self.lost_while_down is None:
                 self.lost_while_down = 0
                 self.report(f"output failing: {e.strerror or e}; flows are counted as lost until it can be "
@@ -224,31 +214,45 @@ class ExporterLoop:
     def run(self) -> int:
         buf = np.empty((READ_ROWS, R.FLOW_WORDS), np.uint64)
         last_tick = time.monotonic()
-        pause = 1e-4
+        idle = Idle()
         while self.waiting_for:
             got = self._drain_rings(buf)
             got = self._drain_queue() or got
             if self.reopen_requested() != self.reopened:
                 self._reopen()
-            if hasattr(self.sink, "tick") and time.monotonic() - last_tick >= TICK_S:
+            if time.monotonic() - last_tick >= TICK_S:
                 # time-bound batches and spool replay go on, also while rows keep coming
                 self.sink.tick()
                 self._settle()
                 last_tick = time.monotonic()
             if got:
-                pause = 1e-4
+                idle.worked()
                 continue
             if orphaned(self.parent_pid):
-                return 1
-            time.sleep(pause)
-            pause = min(pause * 2, 5e-3)
-        self.watermark = WATERMARK_DONE
+                return EXIT_FAILURE
+            idle.wait()
+        self.watermark = wire.WATERMARK_DONE
         self._release()
         try:
             self.sink.flush()
             self.sink.close()
             self._settle()
         except OSError as e:
-            self.report(f"cannot write output: {e.strerror or e}", "error")
+            self.report(f"cannot write output: {e.strerror or e}", "error", Reason.OUTPUT_FAILED)
             self.failed = True
-        return 1 if self.failed else 0
+        return EXIT_FAILURE if self.failed else EXIT_OK
+
+
+def main(topo: "Topology", settings: Settings) -> NoReturn:
+    """The exporter's process; ``settings`` are the only ones that hold the BigQuery key."""
+    report = Reporter(topo.reports, Role("exporter"))
+
+    def body(parent: int) -> int:
+        sink = open_sink(settings, report, CounterView(topo.exporter_counters, SINK_COUNTERS))
+        names = NameTable(settings.max_names, settings.name_lifetime_s) if settings.resolve_names else None
+        return ExporterLoop(sink, settings.sensor_id, lambda: topo.export_queue, topo.flow_rings,
+                            topo.exporter_counters, parent, report, names, topo.resolver_id,
+                            keep_going=settings.live and settings.output == "file",
+                            reopen_requested=lambda: int(topo.control[CTL_REOPEN])).run()
+
+    run_child(Role("exporter"), body, topo.reports, lambda: ([topo.export_queue], []))

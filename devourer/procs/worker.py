@@ -7,21 +7,27 @@ packet rings (capture closed them) into a final flush and the closing of the flo
 ring.
 """
 
-import time
+from typing import TYPE_CHECKING, NoReturn
 
 import numpy as np
 
+from devourer.errors import EXIT_FAILURE, EXIT_OK
+from devourer.counters import CTL_ABORT
 from devourer.flow.table import FlowTable
 from devourer.ipc.ordered import OrderedRings
 from devourer.packet import layout as L
-from devourer.procs.common import CTL_ABORT, orphaned
+from devourer.procs.common import Idle, orphaned, run_child
+from devourer.procs.report import Role
 from devourer.settings import Settings
+
+if TYPE_CHECKING:
+    from devourer.engine.topology import Topology
 
 
 class WorkerLoop:
     def __init__(self, index: int, settings: Settings, rings, flow_ring, counters, control, parent_pid: int):
         self.index = index
-        self.input = OrderedRings(rings, ordered=not settings.live)
+        self.input = OrderedRings(rings, L.RING_FRAMING, ordered=not settings.live)
         self.flow_ring = flow_ring
         self.control = control
         self.parent_pid = parent_pid
@@ -38,7 +44,7 @@ class WorkerLoop:
         self.flow_ring.write(slots, self._exporter_gone)  # gone: the run is failing anyway
 
     def run(self) -> int:
-        pause = 1e-4
+        idle = Idle()
         last_clock = 0
         while True:
             clock = self.input.clock_us()  # read before the rings: every record up to it is then in or behind us
@@ -48,18 +54,26 @@ class WorkerLoop:
             if chunk_ended:
                 self.table.tick(self.input.clock_us())
             if n or chunk_ended:
-                pause = 1e-4
+                idle.worked()
                 continue
             if self.input.finished():
                 break
             if orphaned(self.parent_pid):
-                return 1
+                return EXIT_FAILURE
             if clock > last_clock:
                 self.table.tick(clock)
                 last_clock = clock
-            time.sleep(pause)
-            pause = min(pause * 2, 5e-3)
+            idle.wait()
         self.table.tick(self.input.clock_us())
         self.table.flush()
         self.flow_ring.close_producer()  # the exporter's sign that this worker sent everything
-        return 0
+        return EXIT_OK
+
+
+def main(topo: "Topology", settings: Settings, index: int) -> NoReturn:
+    """Worker ``index``'s process."""
+    def body(parent: int) -> int:
+        return WorkerLoop(index, settings, topo.worker_rings(index), topo.flow_rings[index],
+                          topo.worker_counters[index], topo.control, parent).run()
+
+    run_child(Role("worker", index), body, topo.reports)

@@ -173,12 +173,12 @@ def test_ordered_rings_take_chunks_in_turn_and_fold_the_clock():
             return out
         never = lambda: False  # noqa: E731
         rings[1].write(records([50, 60]), never)  # chunk 1, written before chunk 0 ends
-        rings[1].write(end_marker(60), never)
+        rings[1].write(end_marker(60, L.RING_FRAMING, L.RECORD_BYTES), never)
         rings[0].write(records([100, 40]), never)  # chunk 0
-        rings[0].write(end_marker(100), never)
+        rings[0].write(end_marker(100, L.RING_FRAMING, L.RECORD_BYTES), never)
         rings[0].close_producer()
         rings[1].close_producer()
-        ordered = OrderedRings(rings)
+        ordered = OrderedRings(rings, L.RING_FRAMING)
         buf = L.empty_records(8)
         n, ended = ordered.read_into(buf)
         assert (n, ended) == (2, True) and list(buf[:n].view(np.int64)[:, L.W_TS]) == [100, 40]

@@ -4,7 +4,7 @@ Compared per 5-tuple and per endpoint (packets and wire bytes each way). Where
 tshark's conventions differ from devourer's semantics the capture is named here
 with the reason, and the difference itself is checked, never skipped:
 
-* VLAN ids: tshark ignores them, devourer keys by them (DESIGN.md §3). Both
+* VLAN ids: tshark ignores them, devourer keys by them (docs/architecture.md §3). Both
   sides are summed per 5-tuple; ``zeek__vlan-collisions.pcap`` checks the split.
 * A reused TCP 5-tuple: tshark splits by stream index, devourer by idle time;
   both sides are summed per 5-tuple.

@@ -4,6 +4,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from devourer import counters as CN
 from devourer.flow import record as R
 from devourer.flow.table import K_EVICTED, FlowTable
 from devourer.packet import layout as L
@@ -23,7 +24,7 @@ def packets(specs):
         frames.append(f)
         meta.append((int(t), int(round((t - int(t)) * 1e6)), off, len(f)))
         off += len(f)
-    counters = np.zeros(L.N_CAPTURE_COUNTERS, np.int64)
+    counters = np.zeros(CN.N_CAPTURE_COUNTERS, np.int64)
     dec = BatchDecoder(len(frames), 1, counters)
     n = dec.decode(b"".join(frames), np.array(meta, np.uint32).tobytes(), None, 1, 262144)
     return dec.records[:n].copy()
@@ -82,7 +83,7 @@ def test_full_table_evicts_longest_idle_and_counts_it():
 def test_tcp_flags_and_macs_are_kept_per_side():
     f1 = ethernet("02:00:00:00:00:0a", "02:00:00:00:00:0b", 0x0800, ipv4("10.0.0.1", "10.0.0.2", 6, tcp(1000, 80, 0x02)))
     f2 = ethernet("02:00:00:00:00:0b", "02:00:00:00:00:0a", 0x0800, ipv4("10.0.0.2", "10.0.0.1", 6, tcp(80, 1000, 0x12)))
-    counters = np.zeros(L.N_CAPTURE_COUNTERS, np.int64)
+    counters = np.zeros(CN.N_CAPTURE_COUNTERS, np.int64)
     dec = BatchDecoder(2, 1, counters)
     meta = np.array([(1, 0, 0, len(f1)), (1, 5, len(f1), len(f2))], np.uint32).tobytes()
     n = dec.decode(f1 + f2, meta, None, 1, 262144)
@@ -120,7 +121,7 @@ def test_memory_follows_the_flows_held_not_the_limit():
     recs = packets([(1_700_000_000 + i / 1000, i, True, 1) for i in range(50_000)])
     table.ingest(recs)
     held = table.index.nbytes + table.count * R.TABLE_WORDS * 8
-    assert table.count == 50_000 and held / table.count <= 150  # DESIGN.md §9: at most 150 B per flow
+    assert table.count == 50_000 and held / table.count <= 150  # docs/architecture.md §7: at most 150 B per flow
     grown = _rss_bytes()
     table.flush()
     assert table.count == 0 and _rss_bytes() < grown - (4 << 20)  # the rows' pages went back

@@ -1,4 +1,4 @@
-"""Record format of DESIGN.md §4: fields, ids, times, and JSON-lines framing."""
+"""Record format of docs/architecture.md §4: fields, ids, times, and JSON-lines framing."""
 
 import json
 import uuid
@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from devourer.flow import record as R
+from devourer.flow.key import key_word_of
 from devourer.outputs.format import RecordFormatter
 
 
@@ -17,7 +18,7 @@ def row(first_us=1_736_937_000_123_456, proto=6, sport=52431, dport=443, src_is_
     b = bytes([93, 184, 216, 34]) + bytes(12)
     r[0:2] = np.frombuffer(a, "<u8")
     r[2:4] = np.frombuffer(b, "<u8")
-    r[R.F_KEY] = R.key_word(sport, dport, 0, proto, False)
+    r[R.F_KEY] = key_word_of(sport, dport, 0, proto, False)
     r[R.F_FIRST] = first_us
     r[R.F_LAST] = first_us + 72_531_865
     r[R.F_A_BYTES], r[R.F_A_PKTS], r[R.F_B_BYTES], r[R.F_B_PKTS] = 12340, 42, 98210, 65
@@ -118,7 +119,7 @@ def test_every_field_matches_an_independent_rendering(a, b, ports, vlan, proto, 
                                                       state, end):
     r = np.zeros(R.FLOW_WORDS, np.uint64)
     r[0:2], r[2:4] = a, b
-    r[R.F_KEY] = R.key_word(ports[0], ports[1], vlan, proto, v6)
+    r[R.F_KEY] = key_word_of(ports[0], ports[1], vlan, proto, v6)
     r[R.F_FIRST] = first
     r[R.F_LAST] = min(first + span, 253402300799_999_999)
     r[R.F_A_BYTES], r[R.F_B_BYTES], r[R.F_A_PKTS], r[R.F_B_PKTS] = counts

@@ -57,7 +57,7 @@ def test_keep_bounds_the_rotated_files(small_capture, tmp_path):
 def test_interval_rotation_follows_the_clock_on_boundaries(tmp_path):
     now = [1_000_004_390.0]  # 2001-09-09T02:59:50Z, ten seconds before a whole hour
     sink = JsonFileSink(str(tmp_path / "flows.jsonl"), rotate_interval_s=3600, clock=lambda: now[0])
-    sink.write(b'{"a":1}\n')
+    sink.write_lines(b'{"a":1}\n')
     sink.tick()
     assert rotated_files(tmp_path) == []
     now[0] += 10  # the hour: the next tick rotates even though no line is written
@@ -65,7 +65,7 @@ def test_interval_rotation_follows_the_clock_on_boundaries(tmp_path):
     sink.tick()  # an empty file is not rotated again
     now[0] += 3600
     sink.tick()
-    sink.write(b'{"a":2}\n')
+    sink.write_lines(b'{"a":2}\n')
     sink.close()
     (first,) = rotated_files(tmp_path)
     assert first.name == "flows.jsonl.20010909T030000Z.gz"  # the time of the rotation, UTC

@@ -4,13 +4,14 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from devourer import counters as CN
 from devourer.packet import layout as L
 from devourer.packet.decode import DLT_EN10MB, DLT_LINUX_SLL, DLT_LINUX_SLL2, DLT_RAW_LINKTYPE, BatchDecoder
 from tests.pcapbuild import ethernet, icmp, ipv4, ipv6, tcp, udp
 
 
 def decode(frames, datalink=DLT_EN10MB, workers=1, wire=None):
-    counters = np.zeros(L.N_CAPTURE_COUNTERS, np.int64)
+    counters = np.zeros(CN.N_CAPTURE_COUNTERS, np.int64)
     dec = BatchDecoder(max(1, len(frames)), workers, counters)
     meta, offset = [], 0
     for i, f in enumerate(frames):
@@ -22,7 +23,7 @@ def decode(frames, datalink=DLT_EN10MB, workers=1, wire=None):
 
 
 def _accounted(counters, n_records):
-    return n_records + counters[L.C_NON_IP] + counters[L.C_MALFORMED] + counters[L.C_FRAG_UNMATCHED]
+    return n_records + counters[CN.C_NON_IP] + counters[CN.C_MALFORMED] + counters[CN.C_FRAG_UNMATCHED]
 
 
 addresses4 = st.tuples(*[st.integers(0, 255)] * 4).map(lambda t: ".".join(map(str, t)))
@@ -54,7 +55,7 @@ def test_both_directions_give_the_same_key_and_worker(a, b, pa, pb, proto, vlan)
        datalink=st.sampled_from([DLT_EN10MB, DLT_LINUX_SLL, DLT_LINUX_SLL2, DLT_RAW_LINKTYPE]))
 def test_arbitrary_bytes_never_crash_and_are_all_accounted_for(frames, datalink):
     recs, counters, _ = decode(frames, datalink)
-    assert counters[L.C_READ] == len(frames)
+    assert counters[CN.C_READ] == len(frames)
     assert _accounted(counters, len(recs)) == len(frames)
 
 
@@ -96,13 +97,13 @@ def test_ipv4_options_and_fragments_join_their_first_fragment():
     assert len(recs) == 2
     assert {int(r["port_a"]) for r in recs} | {int(r["port_b"]) for r in recs} == {53, 5353}
     assert np.array_equal(recs[0]["key_hash"], recs[1]["key_hash"])
-    assert counters[L.C_FRAG_UNMATCHED] == 1
+    assert counters[CN.C_FRAG_UNMATCHED] == 1
 
 
 def test_non_ip_is_counted():
     arp = ethernet("02:00:00:00:00:01", "ff:ff:ff:ff:ff:ff", 0x0806, b"\0" * 28)
     recs, counters, _ = decode([arp])
-    assert len(recs) == 0 and counters[L.C_NON_IP] == 1
+    assert len(recs) == 0 and counters[CN.C_NON_IP] == 1
 
 
 NAME_PORTS = [53, 5353, 5355, 137, 67, 68, 546, 547]
@@ -116,7 +117,7 @@ def test_the_resolver_gets_every_name_packet_but_dns_queries(packets):
     """The capture hands the resolver what it would read: UDP to or from a name port, TCP DNS, TLS ClientHellos.
     DNS-format queries (QR bit clear) name nothing and stay behind; the test of which is a query is the
     resolver's own, so nothing it would learn from is held back."""
-    from devourer.procs.resolver import _is_response
+    from devourer.names.observe import is_response as _is_response
 
     frames, expected = [], []
     for i, (proto, sport, dport, payload) in enumerate(packets):
@@ -136,7 +137,7 @@ def test_the_resolver_gets_every_name_packet_but_dns_queries(packets):
             wanted = payload[:2] == b"\x16\x03" and len(payload) >= 6 and payload[5] == 1
         if wanted:
             expected.append(i)
-    counters = np.zeros(L.N_CAPTURE_COUNTERS, np.int64)
+    counters = np.zeros(CN.N_CAPTURE_COUNTERS, np.int64)
     dec = BatchDecoder(len(frames), 1, counters, want_names=True)
     meta, offset = [], 0
     for i, f in enumerate(frames):
