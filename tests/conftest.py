@@ -10,6 +10,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
+
+# No property test may depend on how fast the machine is: hypothesis's default deadline (200 ms per example)
+# fails an example that a loaded machine, or a first call that loads compiled code, makes slow.
+hypothesis_settings.register_profile("devourer", deadline=None)
+hypothesis_settings.load_profile("devourer")
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("DEVOURER_SHARED", REPO.parent / "shared"))

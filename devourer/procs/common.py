@@ -16,7 +16,7 @@ import time
 import traceback
 from typing import Callable, NoReturn
 
-from devourer.errors import EXIT_FAILURE
+from devourer.errors import EXIT_FAILURE, DevourerError
 from devourer.procs.report import Reason, Report, Role
 
 PR_SET_PDEATHSIG = 1
@@ -118,9 +118,12 @@ def run_child(role: Role, body: Callable[[int], int], reports, queues=None, on_t
     try:
         code = body(parent)
     except Exception as e:  # the process's top level: every failure becomes a report and an exit status
-        where = traceback.extract_tb(e.__traceback__)[-1]
-        reports.put(Report(role, os.getpid(), "error", f"unexpected error: {type(e).__name__}: {e} "
-                           f"({os.path.basename(where.filename)}:{where.lineno})", Reason.CRASHED))
+        if isinstance(e, DevourerError):  # a failure we name ourselves: its message is for the user as it is
+            text = str(e)
+        else:
+            where = traceback.extract_tb(e.__traceback__)[-1]
+            text = f"unexpected error: {type(e).__name__}: {e} ({os.path.basename(where.filename)}:{where.lineno})"
+        reports.put(Report(role, os.getpid(), "error", text, Reason.CRASHED))
         code = EXIT_FAILURE
     flush, abandon = queues() if queues is not None else ((), ())
     exit_child(code, (*flush, reports), abandon)
