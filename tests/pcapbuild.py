@@ -104,9 +104,10 @@ def pcapng_interface(linktype: int = 1, snaplen: int = 262144, big: bool = False
     return _block(1, struct.pack(f"{end}HHI", linktype, 0, snaplen), big)
 
 
-def pcapng_packet(ts_us: int, frame: bytes, interface: int = 0, big: bool = False) -> bytes:
+def pcapng_packet(ts_us: int, frame: bytes, interface: int = 0, big: bool = False,
+                  wire_len: int | None = None) -> bytes:
     """An Enhanced Packet Block; ``ts_us`` is microseconds since 1970 (any 64-bit value)."""
     end = ">" if big else "<"
     ts = ts_us & ((1 << 64) - 1)
-    return _block(6, struct.pack(f"{end}IIIII", interface, ts >> 32, ts & 0xFFFFFFFF, len(frame), len(frame)) + frame,
-                  big)
+    wire = len(frame) if wire_len is None else wire_len
+    return _block(6, struct.pack(f"{end}IIIII", interface, ts >> 32, ts & 0xFFFFFFFF, len(frame), wire) + frame, big)

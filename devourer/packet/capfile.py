@@ -79,7 +79,7 @@ def walk_pcapng(win, base, at_eof, pos, swapped_in, want, start, wire_out, cap_o
             if 28 + caplen > blen:
                 state_out[0] = swapped
                 return n, ST_DAMAGED, pos
-            wire_out[n] = max(wire, caplen)
+            wire_out[n] = wire  # also where it is less than was captured (bytes captured past the frame)
             cap_out[n] = caplen
             end_out[n] = pos + blen
             state_out[1 + n] = swapped

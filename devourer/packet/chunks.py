@@ -62,7 +62,7 @@ def index_records(win, base, at_eof, pos, limit, swapped, nanoseconds, snap, wan
         meta[n, 1] = frac // 1000 if nanoseconds else frac
         meta[n, 2] = q + 16
         meta[n, 3] = min(caplen, snap)  # libpcap hands on at most the file's snaplen of a longer record
-        wire[n] = max(_u32(win, q + 12, swapped), caplen)
+        wire[n] = _u32(win, q + 12, swapped)  # what was on the wire, also where it is less than was captured
         pos += 16 + caplen
         n += 1
     return n, ST_OK, pos

@@ -356,7 +356,7 @@ def decode_batch(data, meta, wire, datalink, snaplen, rec8, rec16, rec32, rec64,
         etype, q, smac, dmac, vlan = _link_layer(data, p, cap, end, datalink)
         if etype != ETH_IPV4 and etype != ETH_IPV6:
             counters[CN.C_NON_IP] += 1
-            counters[CN.C_BYTES] += max(wl, cap)
+            counters[CN.C_BYTES] += wl if has_wire else cap
             continue
         v6 = etype == ETH_IPV6
         if v6:
@@ -365,11 +365,11 @@ def decode_batch(data, meta, wire, datalink, snaplen, rec8, rec16, rec32, rec64,
             ok, proto, saddr, daddr, alen, l4, ip_len, frag_off, more_frags, ip_id = _ipv4(data, q, end)
         if not ok:
             counters[CN.C_MALFORMED] += 1
-            counters[CN.C_BYTES] += max(wl, cap)
+            counters[CN.C_BYTES] += wl if has_wire else cap
             continue
         if frag_only and not (more_frags and frag_off == 0):
             continue
-        if wl == 0:  # no record header: the packet was cut only if it filled the snaplen
+        if not has_wire:  # no record header: the packet was cut only if it filled the snaplen
             wl = cap if cap < snaplen else max(cap, (q - p) + ip_len)
         if frag_off > 0:
             tflags = itype = icode = np.int64(0)

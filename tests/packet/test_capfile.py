@@ -131,3 +131,33 @@ def test_records_longer_than_the_file_snaplen_still_count_their_wire_length(tmp_
     assert proc.returncode == 0, proc.stderr
     (rec,) = records
     assert rec["src_stat"] == {"packets": 2, "bytes": 2 * len(frame)}
+
+
+@pytest.mark.parametrize("source", ["pcap", "pcapng", "pipe"])
+def test_a_record_shorter_on_the_wire_than_captured_counts_its_wire_length_as_tshark_does(tmp_path, source):
+    """Bytes captured past the end of a frame (a record whose wire length is less than its captured length): the
+    flow counts the wire length (libpcap's len, tshark's frame.len), whichever reader reads the file."""
+    import subprocess
+
+    from tests.conftest import DEVOURER, REPO, parse_records, run_devourer
+    from tests.pcapbuild import ethernet, ipv4, pcapng_interface, pcapng_packet, pcapng_section, tcp
+
+    frame = ethernet("02:00:00:00:00:01", "02:00:00:00:00:02", 0x0800, ipv4("10.0.0.1", "10.0.0.2", 6, tcp(40000, 80)))
+    captured = frame + b"\0" * 6  # 60 bytes captured, 54 on the wire
+    if source == "pcapng":
+        data = pcapng_section() + pcapng_interface() + b"".join(
+            pcapng_packet(1_000_000 * (1 + i), captured, wire_len=len(frame)) for i in range(2))
+    else:
+        data = pcap_header() + b"".join(pcap_record(1.0 + i, captured, wire_len=len(frame)) for i in range(2))
+    path = tmp_path / f"short.{source}"
+    path.write_bytes(data)
+    assert [length for _, _, length, _ in _libpcap_packets(str(path))] == [len(frame)] * 2
+    out = tmp_path / "flows.jsonl"
+    if source == "pipe":
+        proc = subprocess.run([*DEVOURER, "capture", "-r", "-", "-o", "file", "-w", str(out)], input=data,
+                              capture_output=True, cwd=REPO, timeout=300)
+    else:
+        proc = run_devourer("capture", "-r", path, "-o", "file", "-w", out)
+    assert proc.returncode == 0, proc.stderr
+    (rec,) = parse_records(out.read_text())
+    assert rec["src_stat"] == {"packets": 2, "bytes": 2 * len(frame)}
