@@ -113,6 +113,7 @@ MAX_SNAPLEN = 262144  # libpcap's own maximum for the link types devourer reads
 MAX_BUFFER = 2047 << 20  # pcap_set_buffer_size takes a C int
 MAX_FLOWS = 100_000_000  # 12.8 GB of table rows
 MAX_NAMES = 100_000_000
+MAX_COUNT = 1 << 62
 MAX_SENSOR_ID = 253  # a host name's limit
 
 
@@ -214,6 +215,11 @@ def _add_input_flags(cap) -> None:
                      help="read this pcap or pcapng file ('-' for stdin); repeat for several, read in order")
     src.add_argument("--bpf", metavar="FILTER", help="BPF filter expression (tcpdump syntax); rejected packets are "
                      "counted as filtered")
+    src.add_argument("--count", type=_count_in(1, MAX_COUNT, zero_ok=True), default=0, metavar="N",
+                     help="stop after N packets, as tcpdump's -c (those --bpf keeps; the ones it rejects before the "
+                          "Nth are counted as filtered); the flows are written as at the end of the input. Live "
+                          "with several readers the run stops once N are read in all, a few more may be counted; "
+                          "0: no limit")
     src.add_argument("--snaplen", type=_count_in(1, MAX_SNAPLEN), default=262144,
                      help="live: bytes captured per packet")
     src.add_argument("--promisc", type=_typed(_bool, "boolean"), default=True, metavar="BOOL",
@@ -382,7 +388,7 @@ def settings_from_args(args) -> Settings:
     return Settings(
         read_files=files, interface=args.interface, output=args.output, write_file=args.write_file,
         stat_interval_s=args.stat_interval, workers=args.workers, readers=args.readers,
-        chunk_packets=args.chunk_size, flow_timeout_s=args.flow_timeout,
+        chunk_packets=args.chunk_size, count=args.count, flow_timeout_s=args.flow_timeout,
         active_timeout_s=args.active_timeout, max_flows=args.max_flows, bpf=args.bpf, snaplen=args.snaplen,
         promisc=args.promisc, buffer_size=args.buffer_size, batch_packets=args.batch_size, ring_slots=ring,
         sensor_id=args.sensor_id, shutdown_timeout_s=args.shutdown_timeout, resolve_names=args.names,

@@ -13,6 +13,7 @@ class Settings:
     workers: int = 1
     readers: int = 1  # capture processes reading the files (several: chunks of the files, in order)
     chunk_packets: int = 1 << 16  # with several readers: packets per chunk of a file
+    count: int = 0  # stop after this many packets (those --bpf keeps); 0: no limit
     flow_timeout_s: float = 120.0
     active_timeout_s: float = 1800.0  # 0 disables
     max_flows: int = 4_000_000  # per engine, shared out between the workers

@@ -134,6 +134,8 @@ class Supervisor:
                 continue
             if self.progress is not None:
                 self.progress.update(*summary.progress(topo))
+            if self._counted_enough(topo):
+                self._request_stop(topo)
             if interval > 0 and now - last_stats_t >= interval:
                 cur = summary.totals(topo, self.workers_died)
                 self._say(summary.stats_line(prev, cur, now - last_stats_t), "info", **summary.log_fields(cur))
@@ -141,6 +143,13 @@ class Supervisor:
             # wake at once when a child ends (its sentinel), else after a tick
             multiprocess.connection.wait([c.process.sentinel for c in self.children.values()
                                           if c.process.exitcode is None], timeout=TICK_S)
+
+    def _counted_enough(self, topo: Topology) -> bool:
+        """--count live with several readers: each reads its share of the flows, so the run stops once they read
+        N in all (a reader stops by itself otherwise)."""
+        s = self.settings
+        return (bool(s.count) and s.live and s.readers > 1 and self.stopping_since is None
+                and summary.packets_read(topo.capture_counters) >= s.count)
 
     def _clean_up(self, topo: Topology) -> None:
         topo.unlink()

@@ -169,10 +169,13 @@ class CaptureLoop:
         self.report = report
         self.decoder = BatchDecoder(settings.batch_packets, len(rings), counters, want_names=name_ring is not None)
         self.damaged = False
+        # --count: packets still to read (those --bpf keeps), None without a limit; with several readers, those
+        # left of the chunk being read (the planner cut the last chunk at the count)
+        self.left: int | None = settings.count if settings.count and settings.readers == 1 else None
 
     # ---- reading
     def _read_pcapng_batch(self, src: Source, walker):
-        wire, caps = walker.peek(self.settings.batch_packets)
+        wire, caps = walker.peek(self._batch_size(self.settings.batch_packets))
         k = len(wire)
         if k == 0:
             if walker.damaged:
@@ -219,19 +222,33 @@ class CaptureLoop:
             raise self._damage
         return self._filtered(src, b"".join(frames), np.array(meta, np.uint32).tobytes(), wire[:len(frames)].copy())
 
-    def _filtered(self, src: Source, data, meta, wire):
-        if src.bpf is not None:
-            return self._apply_bpf(src, data, meta, wire)
-        return data, meta, wire
-
-    def _apply_bpf(self, src: Source, data, meta, wire):
+    def _filtered(self, src: Source, data, meta, wire, apply_bpf: bool = True):
+        """The batch as the flows see it: the packets --bpf keeps (the others counted as filtered), and with
+        --count none past the last one to read (those are not read at all). ``apply_bpf`` False: the kernel or
+        the pipe reader filtered already."""
+        bpf = src.bpf if apply_bpf else None
+        if bpf is None and self.left is None:
+            return data, meta, wire
         m = np.frombuffer(meta, np.uint32).reshape(-1, 4)
-        packet = (lambda o, c: data[o:o + c]) if isinstance(data, bytes) else (lambda o, c: data[o:o + c].tobytes())
-        keep = np.fromiter((src.bpf.filter(packet(o, c)) != 0 for o, c in zip(m[:, 2].tolist(), m[:, 3].tolist())),
-                           np.bool_, m.shape[0])
+        if bpf is None:
+            keep = np.ones(m.shape[0], np.bool_)
+        else:
+            packet = (lambda o, c: data[o:o + c]) if isinstance(data, bytes) else (lambda o, c: data[o:o + c].tobytes())
+            keep = np.fromiter((bpf.filter(packet(o, c)) != 0 for o, c in zip(m[:, 2].tolist(), m[:, 3].tolist())),
+                               np.bool_, m.shape[0])
+        if self.left is not None:
+            kept_so_far = np.cumsum(keep)
+            if kept_so_far.shape[0] and kept_so_far[-1] >= self.left:  # the batch holds the last packet to read
+                cut = int(np.searchsorted(kept_so_far, self.left)) + 1
+                m, keep, wire = m[:cut], keep[:cut], None if wire is None else wire[:cut]
+            self.left -= int(keep.sum())
         self.counters[CN.C_FILTERED] += int((~keep).sum())
         kept = m[keep] if isinstance(meta, np.ndarray) else m[keep].tobytes()  # as it came: decode is compiled for each
         return data, kept, None if wire is None else wire[keep]
+
+    def _batch_size(self, wanted: int) -> int:
+        """Packets to ask a reader for: no more than --count leaves (--bpf may reject some of them)."""
+        return wanted if self.left is None else max(1, min(wanted, self.left))
 
     def _read_pipe_batch(self, src: Source):
         """(data, meta, wire) of up to PIPE_BATCH_PACKETS packets from a pipe, or None at its end.
@@ -243,7 +260,7 @@ class CaptureLoop:
         frames, meta, wire = [], [], []
         offset = 0
         fd = src.handle.getfd()
-        while len(frames) < min(PIPE_BATCH_PACKETS, self.settings.batch_packets):
+        while len(frames) < self._batch_size(min(PIPE_BATCH_PACKETS, self.settings.batch_packets)):
             if self.stop_requested():
                 self._pipe_done = True
                 break
@@ -361,11 +378,13 @@ class CaptureLoop:
         self._packets_done = 0  # packets of this file read through libpcap so far
         self._damage = None  # found by _salvage; raised once the packets before it are handed on
         try:
-            while not self.abort_requested():
+            while not self.abort_requested() and self.left != 0:
                 if walker is None:
                     if self._pipe_done:
                         break
                     batch = self._read_pipe_batch(src)
+                    if batch is not None:
+                        batch = self._filtered(src, *batch, apply_bpf=False)  # the pipe reader filtered
                 elif self.stop_requested():
                     break
                 else:
@@ -389,7 +408,7 @@ class CaptureLoop:
         last_stats = 0.0
         fd = src.handle.getfd()
         batch_was_full = False
-        while not self.stop_requested() and not self.abort_requested():
+        while not self.stop_requested() and not self.abort_requested() and self.left != 0:
             # libpcap's TPACKET_V3 read waits in poll() with no timeout until a block holds a packet, and
             # retries on EINTR: on a quiet link it would never return (no stop, no idle expiry). So wait
             # here, with the timeout; a full batch may have left packets in the current block: read on.
@@ -397,13 +416,15 @@ class CaptureLoop:
                 data, meta = b"", b""
             else:
                 try:
-                    data, meta = src.handle.next_batch(self.settings.batch_packets)
+                    data, meta = src.handle.next_batch(self._batch_size(self.settings.batch_packets))
                 except pcapy.PcapError as e:
                     if self.stop_requested():
                         break
                     raise DamagedCaptureError(f"interface {src.name}: {_pcap_reason(e)}") from None
             batch_was_full = len(meta) // 16 >= self.settings.batch_packets
             now = time.monotonic()
+            if meta and self.left is not None:
+                data, meta, _ = self._filtered(src, data, meta, None, apply_bpf=False)  # the kernel filtered
             if meta:
                 n = self.decoder.decode(data, meta, None, src.datalink, src.snaplen)
                 self._dispatch(n, live=True)
@@ -436,7 +457,7 @@ class CaptureLoop:
                 chunk = next_chunk()
                 if chunk is None:
                     break
-                if self._read_chunk(sources[chunk.source], chunk):
+                if self._read_chunk(sources[chunk.source], chunk) or self.left == 0:
                     clock = int(self.decoder.clock[0])
                     for ring in self.rings:
                         ring.write(end_marker(clock, L.RING_FRAMING, L.RECORD_BYTES), self.abort_requested)
@@ -453,6 +474,8 @@ class CaptureLoop:
         self.decoder.clock[0] = 0  # the chunk's own running maximum; consumers fold in the chunks before
         self.decoder.frag[:] = 0
         self.decoder.frag[chunk.frag_slots] = chunk.frag_rows
+        if self.settings.count:
+            self.left = chunk.packets  # the planner cut the last chunk at the count
         reader = ChunkReader(src.path, chunk, self.settings.batch_packets)
         try:
             return self._read_through(src, reader, counted_from=chunk.start)
@@ -463,7 +486,7 @@ class CaptureLoop:
         """Decode and hand on every batch ``reader`` gives, counting the file's bytes read from ``counted_from``;
         False if stopped before its end."""
         consumed = counted_from
-        while True:
+        while self.left != 0:
             if self.stop_requested() or self.abort_requested():
                 return False
             batch = reader.next()
@@ -472,6 +495,7 @@ class CaptureLoop:
             self._replay(src, *self._filtered(src, *batch))
             self.counters[CN.C_INPUT_BYTES] += reader.position - consumed
             consumed = reader.position
+        return False  # --count reached: the rest of the file is not read
 
     def run(self, sources: list[Source]) -> int:
         """Read every source in order; returns 0, or EXIT_DAMAGED's status if one was damaged.
@@ -480,7 +504,7 @@ class CaptureLoop:
         rotation should not cost the files after it."""
         try:
             for src in sources:
-                if self.stop_requested() or self.abort_requested():
+                if self.stop_requested() or self.abort_requested() or self.left == 0:
                     break
                 try:
                     if src.live:

@@ -6,6 +6,7 @@ parallel while their rings still hand the workers the packets in file order (``i
 found while planning is reported, and the run ends with EXIT_DAMAGED after every chunk before it.
 """
 
+import dataclasses
 import queue as queue_mod
 from typing import TYPE_CHECKING, NoReturn
 
@@ -34,8 +35,9 @@ def next_chunk(chunks, stop_requested):
 
 
 def deal(settings: Settings, sources: list["Source"], topo: "Topology", report) -> int:
-    """Cut the files into chunks and deal them to the readers in turn; None on every queue at the end."""
-    code, n = EXIT_OK, 0
+    """Cut the files into chunks and deal them to the readers in turn; None on every queue at the end. With
+    --count the chunk that holds the last packet to read is cut there, and no chunk follows it."""
+    code, n, packets = EXIT_OK, 0, 0
     stopping = lambda: bool(topo.control[CTL_STOP] or topo.control[CTL_ABORT])  # noqa: E731
 
     def put(q, item) -> bool:
@@ -54,9 +56,14 @@ def deal(settings: Settings, sources: list["Source"], topo: "Topology", report) 
                    "cut short or impossible); every complete packet before it was counted", "error")
             code = EXIT_DAMAGED
             continue
+        last = bool(settings.count) and packets + item.packets >= settings.count
+        if last:
+            item = dataclasses.replace(item, packets=settings.count - packets)
         if not put(topo.chunk_queues[n % len(topo.chunk_queues)], item):
             break
-        n += 1
+        n, packets = n + 1, packets + item.packets
+        if last:
+            break
     for q in topo.chunk_queues:
         if not put(q, None):
             q.cancel_join_thread()  # the readers stop on their own; what is queued is not needed
