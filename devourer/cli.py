@@ -211,8 +211,12 @@ def build_parser() -> _Parser:
 def _add_input_flags(cap) -> None:
     src = cap.add_argument_group("input")
     src.add_argument("-i", "--interface", help="capture live from this network interface")
-    src.add_argument("-r", "--read-file", action="append", metavar="FILE",
-                     help="read this pcap or pcapng file ('-' for stdin); repeat for several, read in order")
+    src.add_argument("-r", "--read-file", action="extend", nargs="+", metavar="FILE",
+                     help="read these pcap or pcapng files ('-' for stdin), in order (-r dir/*.pcap as the shell "
+                          "expands it; repeatable)")
+    src.add_argument("words", nargs="*", metavar="FILE... EXPRESSION",
+                     help="capture files (those that exist), then a BPF filter expression as tcpdump takes it "
+                          "(devourer capture -i eth0 tcp port 80); the same as -r and --bpf")
     src.add_argument("--bpf", metavar="FILTER", help="BPF filter expression (tcpdump syntax); rejected packets are "
                      "counted as filtered")
     src.add_argument("--count", type=_count_in(1, MAX_COUNT, zero_ok=True), default=0, metavar="N",
@@ -354,8 +358,39 @@ def _check_bigquery_names(args) -> None:
         raise UsageError(f"--bigquery-endpoint {args.bigquery_endpoint!r}: not an http:// or https:// URL")
 
 
+# The words a BPF expression can start with (pcap-filter(7): qualifiers, protocols, the other primitives,
+# negation); "tcp[13] & 2 != 0" starts with tcp too.
+_BPF_FIRST_WORDS = frozenset("""
+    dst src host ether gateway net port portrange less greater ip ip6 proto protochain broadcast multicast vlan mpls
+    pppoed pppoes geneve iso clnp esis isis l1 l2 iih lsp snp csnp psnp tcp udp icmp icmp6 igmp igrp pim ah esp vrrp
+    carp sctp arp rarp atalk aarp decnet ipx netbeui stp lat moprc mopdl sca llc ifname on rnr rulenum reason rset
+    ruleset srnr subrulenum action type subtype dir wlan inbound outbound ifindex len link ppp slip fddi tr radio not
+""".split())
+
+
+def _starts_expression(word: str) -> bool:
+    return word[:1] in ("(", "!") or word.split("[", 1)[0].lower() in _BPF_FIRST_WORDS
+
+
+def _files_and_expression(args) -> tuple[tuple[str, ...], str | None]:
+    """The capture files and the filter among the words given after -r and after the options: files up to the
+    first word a BPF expression starts with (``host``, ``tcp``, ``not``, ``(`` ...; the first word after -r is
+    always a file), then the expression, as tcpdump takes it after its options."""
+    given = list(args.read_file or ())
+    files, words = given[:1], [*given[1:], *args.words]
+    while words and not _starts_expression(words[0]):
+        files.append(words.pop(0))
+    return tuple(files), " ".join(words) or None
+
+
 def settings_from_args(args) -> Settings:
-    files = tuple(args.read_file or ())
+    files, expression = _files_and_expression(args)
+    if expression is not None and args.bpf:
+        raise UsageError(f"give the filter once: --bpf {args.bpf!r} or the expression {expression!r} after the "
+                         "options")
+    if expression is not None and not args.interface and not files:
+        raise UsageError("nothing to capture from: give -i INTERFACE or -r FILE (the filter is not a file)")
+    bpf = args.bpf or expression
     if args.interface and files:
         raise UsageError("give either -i/--interface or -r/--read-file, not both")
     if not args.interface and not files:
@@ -389,7 +424,7 @@ def settings_from_args(args) -> Settings:
         read_files=files, interface=args.interface, output=args.output, write_file=args.write_file,
         stat_interval_s=args.stat_interval, workers=args.workers, readers=args.readers,
         chunk_packets=args.chunk_size, count=args.count, flow_timeout_s=args.flow_timeout,
-        active_timeout_s=args.active_timeout, max_flows=args.max_flows, bpf=args.bpf, snaplen=args.snaplen,
+        active_timeout_s=args.active_timeout, max_flows=args.max_flows, bpf=bpf, snaplen=args.snaplen,
         promisc=args.promisc, buffer_size=args.buffer_size, batch_packets=args.batch_size, ring_slots=ring,
         sensor_id=args.sensor_id, shutdown_timeout_s=args.shutdown_timeout, resolve_names=args.names,
         max_names=args.max_names, name_lifetime_s=args.name_lifetime,

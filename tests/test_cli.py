@@ -5,6 +5,7 @@ import os
 import pytest
 
 from devourer.cli import build_parser, parse_duration, parse_size, settings_from_args
+from devourer.errors import UsageError
 from tests.conftest import REPO, run_devourer
 
 
@@ -109,3 +110,32 @@ def test_range_messages_give_the_limits():
     assert "106751990d is out of range: 1ms to 3650d" in proc.stderr
     proc = run_devourer("capture", "-r", "samples/http.pcap", "--rotate-interval", "400d", "-o", "file", "-w", "x")
     assert "400d is out of range: 0 (off) or 1s to 366d" in proc.stderr
+
+
+@pytest.mark.parametrize("argv, files, bpf", [
+    (["-r", "a.pcap", "b.pcap", "c.pcapng"], ("a.pcap", "b.pcap", "c.pcapng"), None),  # -r dir/*.pcap
+    (["-r", "a.pcap", "-r", "b.pcap"], ("a.pcap", "b.pcap"), None),
+    (["a.pcap", "b.pcap"], ("a.pcap", "b.pcap"), None),  # positional capture files
+    (["-r", "a.pcap", "tcp", "port", "80"], ("a.pcap",), "tcp port 80"),  # tcpdump -r FILE EXPRESSION
+    (["-r", "a.pcap", "b.pcap", "not", "port", "53"], ("a.pcap", "b.pcap"), "not port 53"),
+    (["-r", "a.pcap", "-o", "file", "-w", "x.jsonl", "host", "10.0.0.1"], ("a.pcap",), "host 10.0.0.1"),
+    (["-r", "a.pcap", "tcp[13] & 2 != 0"], ("a.pcap",), "tcp[13] & 2 != 0"),
+    (["-r", "a.pcap", "(udp or icmp)"], ("a.pcap",), "(udp or icmp)"),
+    (["-r", "tcp"], ("tcp",), None),  # the first word after -r is a file, whatever its name
+    (["-r", "-", "src", "net", "10.0.0.0/8"], ("-",), "src net 10.0.0.0/8"),
+])
+def test_files_and_a_filter_expression_after_the_options_as_tcpdump_takes_them(argv, files, bpf, monkeypatch):
+    s = settings(argv, monkeypatch)
+    assert (s.read_files, s.bpf) == (files, bpf)
+
+
+def test_a_filter_expression_after_the_options_on_an_interface(monkeypatch):
+    s = settings(["-i", "eth0", "tcp", "port", "80"], monkeypatch)
+    assert (s.interface, s.read_files, s.bpf) == ("eth0", (), "tcp port 80")
+
+
+def test_a_filter_given_twice_is_refused(monkeypatch):
+    with pytest.raises(UsageError, match="give the filter once"):
+        settings(["-r", "a.pcap", "--bpf", "tcp", "udp"], monkeypatch)
+    with pytest.raises(UsageError, match="nothing to capture from"):
+        settings(["tcp", "port", "80"], monkeypatch)
