@@ -217,8 +217,10 @@ def _add_input_flags(cap) -> None:
     src.add_argument("words", nargs="*", metavar="FILE... EXPRESSION",
                      help="capture files (those that exist), then a BPF filter expression as tcpdump takes it "
                           "(devourer capture -i eth0 tcp port 80); the same as -r and --bpf")
-    src.add_argument("--bpf", metavar="FILTER", help="BPF filter expression (tcpdump syntax); rejected packets are "
-                     "counted as filtered")
+    src.add_argument("--bpf", metavar="FILTER", help="BPF filter expression (tcpdump syntax): the packets counted in "
+                     "flows; rejected packets are counted as filtered. Replaying files, the name packets among them "
+                     "still teach names (--bpf 'not port 53' keeps the DNS names); live, the kernel applies the "
+                     "filter, so names in packets it rejects are not seen")
     src.add_argument("--count", type=_count_in(1, MAX_COUNT, zero_ok=True), default=0, metavar="N",
                      help="stop after N packets, as tcpdump's -c (those --bpf keeps; the ones it rejects before the "
                           "Nth are counted as filtered); the flows are written as at the end of the input. Live "

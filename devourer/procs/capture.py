@@ -172,6 +172,7 @@ class CaptureLoop:
         # --count: packets still to read (those --bpf keeps), None without a limit; with several readers, those
         # left of the chunk being read (the planner cut the last chunk at the count)
         self.left: int | None = settings.count if settings.count and settings.readers == 1 else None
+        self.names_decoder: BatchDecoder | None = None  # for the name packets among those --bpf rejects
 
     # ---- reading
     def _read_pcapng_batch(self, src: Source, walker):
@@ -223,12 +224,14 @@ class CaptureLoop:
         return self._filtered(src, b"".join(frames), np.array(meta, np.uint32).tobytes(), wire[:len(frames)].copy())
 
     def _filtered(self, src: Source, data, meta, wire, apply_bpf: bool = True):
-        """The batch as the flows see it: the packets --bpf keeps (the others counted as filtered), and with
-        --count none past the last one to read (those are not read at all). ``apply_bpf`` False: the kernel or
-        the pipe reader filtered already."""
+        """(data, meta, wire, named) of the batch as the flows see it: the packets --bpf keeps (the others
+        counted as filtered), and with --count none past the last one to read (those are not read at all).
+        A filter decides what is counted in flows, not what names are learned from: where it rejected some
+        packets and names are learned, ``named`` is (meta, wire) of every packet read, else None. ``apply_bpf``
+        False: the kernel filtered already."""
         bpf = src.bpf if apply_bpf else None
         if bpf is None and self.left is None:
-            return data, meta, wire
+            return data, meta, wire, None
         m = np.frombuffer(meta, np.uint32).reshape(-1, 4)
         if bpf is None:
             keep = np.ones(m.shape[0], np.bool_)
@@ -244,7 +247,10 @@ class CaptureLoop:
             self.left -= int(keep.sum())
         self.counters[CN.C_FILTERED] += int((~keep).sum())
         kept = m[keep] if isinstance(meta, np.ndarray) else m[keep].tobytes()  # as it came: decode is compiled for each
-        return data, kept, None if wire is None else wire[keep]
+        named = None
+        if self.name_ring is not None and not keep.all():
+            named = (m if isinstance(meta, np.ndarray) else m.tobytes(), wire)
+        return data, kept, None if wire is None else wire[keep], named
 
     def _batch_size(self, wanted: int) -> int:
         """Packets to ask a reader for: no more than --count leaves (--bpf may reject some of them)."""
@@ -285,9 +291,6 @@ class CaptureLoop:
                 self.counters[CN.C_BYTES] += header.getlen()
                 self.counters[CN.C_MALFORMED] += 1
                 continue
-            if src.bpf is not None and not src.bpf.filter(frame):
-                self.counters[CN.C_FILTERED] += 1
-                continue
             frames.append(frame)
             meta.append((sec, usec, offset, caplen))
             wire.append(header.getlen())
@@ -322,10 +325,10 @@ class CaptureLoop:
                     return
             self.counters[CN.C_DISPATCHED] += part.shape[0]
 
-    def _dispatch_names(self, live: bool) -> None:
+    def _dispatch_names(self, live: bool, decoder: BatchDecoder | None = None) -> None:
         if self.name_ring is None:
             return
-        slots = self.decoder.name_packets()
+        slots = (decoder or self.decoder).name_packets()
         if len(slots) == 0:
             return
         if live:
@@ -345,12 +348,23 @@ class CaptureLoop:
         for r in self._all_rings():
             r.publish_clock(clock)
 
-    def _replay(self, src: Source, data, meta, wire) -> None:
-        """Decode a batch read from a file and hand it on (waiting for ring space: replay loses nothing)."""
+    def _replay(self, src: Source, data, meta, wire, named=None) -> None:
+        """Decode a batch read from a file and hand it on (waiting for ring space: replay loses nothing); with
+        ``named`` (the filter rejected some), the name packets come from every packet read (``_names_of``)."""
         n = self.decoder.decode(data, meta, wire, src.datalink, src.snaplen)
         self._dispatch(n, live=False)
-        self._dispatch_names(live=False)
+        self._dispatch_names(live=False, decoder=None if named is None else self._names_of(src, data, *named))
         self._publish_clock()
+
+    def _names_of(self, src: Source, data, meta, wire) -> BatchDecoder:
+        """Every packet read, the ones the filter rejected too, decoded for their names alone, in their order
+        (so the names are learned as without the filter); nothing of this reaches a flow or the capture clock.
+        A decoder of its own, whose counters, clock and fragment table are scratch."""
+        if self.names_decoder is None:
+            scratch = np.zeros(CN.N_CAPTURE_COUNTERS, np.int64)
+            self.names_decoder = BatchDecoder(self.settings.batch_packets, 1, scratch, want_names=True)
+        self.names_decoder.decode(data, meta, wire, src.datalink, src.snaplen)
+        return self.names_decoder
 
     # ---- loops
     def run_file(self, src: Source) -> None:
@@ -384,7 +398,7 @@ class CaptureLoop:
                         break
                     batch = self._read_pipe_batch(src)
                     if batch is not None:
-                        batch = self._filtered(src, *batch, apply_bpf=False)  # the pipe reader filtered
+                        batch = self._filtered(src, *batch)
                 elif self.stop_requested():
                     break
                 else:
@@ -424,7 +438,7 @@ class CaptureLoop:
             batch_was_full = len(meta) // 16 >= self.settings.batch_packets
             now = time.monotonic()
             if meta and self.left is not None:
-                data, meta, _ = self._filtered(src, data, meta, None, apply_bpf=False)  # the kernel filtered
+                data, meta, _, _ = self._filtered(src, data, meta, None, apply_bpf=False)  # the kernel filtered
             if meta:
                 n = self.decoder.decode(data, meta, None, src.datalink, src.snaplen)
                 self._dispatch(n, live=True)
