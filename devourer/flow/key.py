@@ -31,6 +31,7 @@ OCCUPIED = np.uint64(1 << 63)  # in a table row's key word: the row holds a flow
 MASK64 = (1 << 64) - 1
 V6_TAG = 1 << 128  # an IPv6 address key is tagged above 2**128 (``names.table.addr_key``)
 FP_V6 = 1 << 63  # an IPv6 fingerprint has bit 63 set; an IPv4 one is the address itself
+_M1_INT = int(M1)
 
 
 @numba.njit(cache=True, inline="always")
@@ -77,7 +78,7 @@ def fingerprint(addr_key: int) -> int:
     if addr_key < V6_TAG:
         return addr_key
     w0, w1 = addr_key & MASK64, (addr_key >> 64) & MASK64
-    return ((w0 ^ (w1 * int(M1))) & MASK64) | FP_V6
+    return ((w0 ^ (w1 * _M1_INT)) & MASK64) | FP_V6
 
 
 def fingerprints(words: np.ndarray, v6: np.ndarray) -> np.ndarray:
