@@ -43,6 +43,15 @@ def parse_records(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
+def replay_to_stdout(*args, stdin: bytes | None = None) -> tuple[list[dict], str]:
+    """`devourer capture ARGS --sensor-id t` writing its records to stdout (``stdin``: the bytes `-r -` reads),
+    which must end with exit 0: (records, stderr)."""
+    proc = subprocess.run([*DEVOURER, "capture", *map(str, args), "--sensor-id", "t"], input=stdin,
+                          capture_output=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return parse_records(proc.stdout.decode()), proc.stderr.decode()
+
+
 def capture_records(pcap, *extra, tmp_path=None):
     """Replay pcap with -o file, return (records, completed process)."""
     out = Path(tmp_path) / f"flows-{os.getpid()}-{len(list(Path(tmp_path).iterdir()))}.jsonl"

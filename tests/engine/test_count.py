@@ -7,12 +7,11 @@ summary must say N packets were read.
 """
 
 import struct
-import subprocess
 
 import pcapy
 import pytest
 
-from tests.conftest import DEVOURER, PCAPS, REPO, parse_records, run_devourer, summary_counts
+from tests.conftest import PCAPS, replay_to_stdout, run_devourer, summary_counts
 from tests.pcapbuild import pcap_header, pcap_record
 
 CLASSIC = "nfstream__iphone.pcap"
@@ -46,10 +45,8 @@ def _first_packets_libpcap(path, n: int, out, keep=lambda frame: True) -> int:
 
 
 def _records(*args, stdin=None):
-    proc = subprocess.run([*DEVOURER, "capture", *map(str, args), "--sensor-id", "t"], input=stdin,
-                          capture_output=True, cwd=REPO, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    return sorted(map(str, parse_records(proc.stdout.decode()))), summary_counts(proc.stderr.decode())
+    records, stderr = replay_to_stdout(*args, stdin=stdin)
+    return sorted(map(str, records)), summary_counts(stderr)
 
 
 @pytest.mark.parametrize("readers", [1, 2])

@@ -4,25 +4,21 @@
 filter keeps carry the names the same run without the filter gives them, and the flows it removes are gone.
 """
 
-import json
 import re
-import subprocess
 
 import pytest
 
-from tests.conftest import DEVOURER, PCAPS, REPO, summary_counts
+from tests.conftest import PCAPS, replay_to_stdout, summary_counts
 
 CAPTURES = ["nfstream__iphone.pcap", "zeek__wikipedia.pcap"]  # DNS answers naming the servers of TCP flows
 
 
 def _run(*args, stdin=None):
-    proc = subprocess.run([*DEVOURER, "capture", *map(str, args), "--sensor-id", "t"], input=stdin,
-                          capture_output=True, cwd=REPO, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    counts = summary_counts(proc.stderr.decode())
-    names = re.search(r"names: ([\d,]+) packets, ([\d,]+) observations", proc.stderr.decode())
+    records, stderr = replay_to_stdout(*args, stdin=stdin)
+    counts = summary_counts(stderr)
+    names = re.search(r"names: ([\d,]+) packets, ([\d,]+) observations", stderr)
     counts["name packets"], counts["observations"] = (int(g.replace(",", "")) for g in names.groups())
-    return [json.loads(line) for line in proc.stdout.splitlines()], counts
+    return records, counts
 
 
 def _by_flow(records):
