@@ -213,19 +213,26 @@ def _add_input_flags(cap) -> None:
     src.add_argument("-i", "--interface", help="capture live from this network interface")
     src.add_argument("-r", "--read-file", action="extend", nargs="+", metavar="FILE",
                      help="read these pcap or pcapng files ('-' for stdin), in order (-r dir/*.pcap as the shell "
-                          "expands it; repeatable)")
+                          "expands it; repeatable); compressed ones too (gzip, zstd, xz, bzip2: known by their bytes), "
+                          "and directories (every capture in one, in the order of its first packet, as tcpdump's "
+                          "-C/-G rotation writes them)")
     src.add_argument("words", nargs="*", metavar="FILE... EXPRESSION",
                      help="capture files (those that exist), then a BPF filter expression as tcpdump takes it "
                           "(devourer capture -i eth0 tcp port 80); the same as -r and --bpf")
     src.add_argument("--bpf", metavar="FILTER", help="BPF filter expression (tcpdump syntax): the packets counted in "
-                     "flows; rejected packets are counted as filtered. Replaying files, the name packets among them "
-                     "still teach names (--bpf 'not port 53' keeps the DNS names); live, the kernel applies the "
-                     "filter, so names in packets it rejects are not seen")
+                     "flows; rejected packets are counted as filtered, and the name packets among them still teach "
+                     "names (--bpf 'not port 53' keeps the DNS names). Live, the kernel passes the filter's packets "
+                     "and the name ports' (DNS, mDNS, LLMNR, NBNS, DHCP, TLS handshakes over IPv4, untagged or "
+                     "under one VLAN tag); names inside tunnels pass only where the filter passes them")
     src.add_argument("--count", type=_count_in(1, MAX_COUNT, zero_ok=True), default=0, metavar="N",
                      help="stop after N packets, as tcpdump's -c (those --bpf keeps; the ones it rejects before the "
                           "Nth are counted as filtered); the flows are written as at the end of the input. Live "
                           "with several readers the run stops once N are read in all, a few more may be counted; "
                           "0: no limit")
+    src.add_argument("--decapsulate", choices=["auto", "none"], default="auto",
+                     help="auto: count a tunnelled packet in its inner flow (PPPoE, MPLS, GRE, ERSPAN, VXLAN, Geneve, "
+                          "GTP-U, L2TP, IP-in-IP; the record's 'tunnel' says which); none: in the outer flow, tunnel "
+                          "payloads unopened")
     src.add_argument("--snaplen", type=_count_in(1, MAX_SNAPLEN), default=262144,
                      help="live: bytes captured per packet")
     src.add_argument("--promisc", type=_typed(_bool, "boolean"), default=True, metavar="BOOL",
@@ -385,8 +392,30 @@ def _files_and_expression(args) -> tuple[tuple[str, ...], str | None]:
     return tuple(files), " ".join(words) or None
 
 
+def capture_files(paths) -> tuple[str, ...]:
+    """The paths given, each directory replaced by the captures in it in the order of their first packet
+    (``packet.archives``, as tcpdump's -C/-G rotation writes them)."""
+    files: list[str] = []
+    for path in paths:
+        if path != "-" and os.path.isdir(path):
+            from devourer.packet.archives import capture_files_in  # the compiled readers: not for --help
+
+            try:
+                found = capture_files_in(path)
+            except OSError as e:
+                raise SourceError(f"capture directory {path}: {e.strerror}") from None
+            if not found:
+                raise SourceError(f"capture directory {path}: no capture files in it (pcap, pcapng, or those "
+                                  "compressed with gzip, zstd, xz or bzip2)")
+            files.extend(found)
+        else:
+            files.append(path)
+    return tuple(files)
+
+
 def settings_from_args(args) -> Settings:
     files, expression = _files_and_expression(args)
+    files = capture_files(files)
     if expression is not None and args.bpf:
         raise UsageError(f"give the filter once: --bpf {args.bpf!r} or the expression {expression!r} after the "
                          "options")
@@ -426,7 +455,8 @@ def settings_from_args(args) -> Settings:
         read_files=files, interface=args.interface, output=args.output, write_file=args.write_file,
         stat_interval_s=args.stat_interval, workers=args.workers, readers=args.readers,
         chunk_packets=args.chunk_size, count=args.count, flow_timeout_s=args.flow_timeout,
-        active_timeout_s=args.active_timeout, max_flows=args.max_flows, bpf=bpf, snaplen=args.snaplen,
+        active_timeout_s=args.active_timeout, max_flows=args.max_flows, bpf=bpf,
+        decapsulate=args.decapsulate == "auto", snaplen=args.snaplen,
         promisc=args.promisc, buffer_size=args.buffer_size, batch_packets=args.batch_size, ring_slots=ring,
         sensor_id=args.sensor_id, shutdown_timeout_s=args.shutdown_timeout, resolve_names=args.names,
         max_names=args.max_names, name_lifetime_s=args.name_lifetime,
@@ -493,7 +523,7 @@ def main(argv=None) -> int:
         return EXIT_OK
     if args.command == "names":
         try:
-            return _names(Settings(read_files=tuple(args.read_file)), args.json)
+            return _names(Settings(read_files=capture_files(args.read_file)), args.json)
         except DevourerError as e:
             print(f"devourer: error: {e}", file=sys.stderr)
             return e.exit_status

@@ -14,7 +14,7 @@ Every counter here is shown somewhere: the summary or stats line, or a metric.
 # ---- capture (one region per reader; the supervisor sums them): packet.decode, procs.capture
 C_READ = 0  # packets handed to us by libpcap (or found in the file, with a filter)
 C_BYTES = 1  # wire bytes of those packets
-C_NON_IP = 2  # not IPv4/IPv6 after the link layer (ARP, STP, PPPoE, MPLS, ...)
+C_NON_IP = 2  # no IPv4/IPv6 after the link layer and the tunnels opened (ARP, STP, PPP control, ...)
 C_MALFORMED = 3  # IP packets too short or inconsistent to key
 C_FRAG_UNMATCHED = 4  # non-first fragments whose first fragment was not seen
 C_RING_DROPPED = 5  # packets dropped because a worker's ring was full (live only)
@@ -27,7 +27,9 @@ C_NAME_PACKETS = 11  # name-resolution packets copied to the resolver ring
 C_NAME_DROPPED = 12  # ... that did not fit (live only: the resolver fell behind)
 C_INPUT_BYTES = 13  # bytes of the capture files (or pipe) consumed so far, for progress
 C_ABANDONED = 14  # decoded for a flow but not handed on: the run was stopped by a failure (a dead process)
-N_CAPTURE_COUNTERS = 16
+C_TUNNELLED = 15  # packets counted in the flow inside a tunnel (packet.tunnels)
+C_TUNNEL_CLOSED = 16  # tunnels left closed: the outer packet is a fragment, or one tunnel too many
+N_CAPTURE_COUNTERS = 20
 
 # ---- worker (one region each): flow.table
 K_PACKETS = 0  # packets counted in flows

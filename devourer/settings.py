@@ -18,6 +18,7 @@ class Settings:
     active_timeout_s: float = 1800.0  # 0 disables
     max_flows: int = 4_000_000  # per engine, shared out between the workers
     bpf: str | None = None
+    decapsulate: bool = True  # open the tunnels packet.tunnels knows (--decapsulate auto); False: none
     snaplen: int = 262144
     promisc: bool = True
     buffer_size: int = 64 << 20  # kernel capture buffer, bytes

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install devourer from this checkout on Debian/Ubuntu: the system packages it
 # needs (libpcap, a C compiler for wheels that build from source, the tools the
-# tests drive), a virtual environment in .venv, and the package with its test extras.
+# tests drive: tcpdump, and tshark for the references of the captures they build), a
+# virtual environment in .venv, and the package with its test extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""
@@ -10,7 +11,7 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
     python3 python3-venv python3-dev gcc libpcap-dev \
-    tcpdump iproute2 iputils-ping util-linux logrotate systemd >/dev/null
+    tcpdump tshark iproute2 iputils-ping util-linux logrotate systemd >/dev/null
 PYTHON=${PYTHON:-python3}
 "$PYTHON" -m venv .venv
 .venv/bin/pip install -q --upgrade pip

@@ -49,6 +49,11 @@ def udp(sport: int, dport: int, payload: bytes = b"") -> bytes:
     return struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
 
 
+def vxlan(vni: int, frame: bytes) -> bytes:
+    """A VXLAN header (I flag, the VNI) and the Ethernet frame it carries: a UDP payload for port 4789."""
+    return struct.pack("!B3xI", 0x08, vni << 8) + frame
+
+
 def icmp(icmp_type: int, code: int = 0, ident: int = 1, seq: int = 1, payload: bytes = b"") -> bytes:
     return struct.pack("!BBHHH", icmp_type, code, 0, ident, seq) + payload
 

@@ -30,41 +30,38 @@ def endpoint_totals(rows):
     return out
 
 
+#: UDP ports of the tunnels devourer opens (packet.tunnels): a reference conversation on one of them is the
+#: outer side of a tunnel, whose packets devourer counts in the inner flows instead
+TUNNEL_PORTS = {4789, 6081, 2152, 1701}
+
+
 def reference_flows(path):
-    """(plain, partial): endpoint totals of plain conversations, and of conversations
-    seen partly untunnelled (some packets plain, some inside a tunnel)."""
-    plain, partial = [], []
+    """(conversations, tunnel outsides): endpoint totals of every conversation, plain or tunnelled (with its
+    inner addresses), and of the outer UDP conversations of tunnels."""
+    rows, outside = [], []
     for line in open(path):
         if line.startswith("#"):
             continue
         a = line.rstrip("\n").split("\t")
         row = (a[4], (a[0], int(a[1])), (a[2], int(a[3])), int(a[7]), int(a[8]), int(a[9]), int(a[10]))
-        if a[12] == "1":
-            plain.append(row)
-        elif _partly_plain(a[11]):
-            partial.append(row)
-    return endpoint_totals(plain), endpoint_totals(partial)
-
-
-def _partly_plain(encap: str) -> bool:
-    return any(c.startswith(("eth:ip", "eth:vlan:ip", "sll:", "raw:")) for c in encap.split("|"))
+        if a[4] == "udp" and TUNNEL_PORTS & {int(a[1]), int(a[3])}:
+            outside.append(row)
+        else:
+            rows.append(row)
+    return endpoint_totals(rows), endpoint_totals(outside)
 
 
 def reference_icmp(path):
-    """(plain, partial): {(proto, addr1, addr2) sorted: (packets, bytes)} for ICMP/ICMPv6
-    address pairs seen only untunnelled, and for those seen partly untunnelled."""
-    plain, partial = {}, {}
+    """{(proto, addr1, addr2) sorted: (packets, bytes)} for every ICMP/ICMPv6 address pair (inner addresses
+    for tunnelled ones)."""
+    out = {}
     for line in open(path):
         if line.startswith("#"):
             continue
         a = line.rstrip("\n").split("\t")
         proto = "icmp4" if a[2] == "icmp" else "icmp6"
-        key = (proto, *sorted([a[0], a[1]]))
-        if a[6] == "1":
-            plain[key] = (int(a[3]), int(a[4]))
-        elif _partly_plain(a[5]):
-            partial[key] = (int(a[3]), int(a[4]))
-    return plain, partial
+        out[(proto, *sorted([a[0], a[1]]))] = (int(a[3]), int(a[4]))
+    return out
 
 
 def our_flows(records):
@@ -88,7 +85,7 @@ def our_icmp(records):
     return {k: tuple(v) for k, v in out.items()}
 
 
-# ---- an independent fragment walk (Ethernet, 802.1Q, IPv4, IPv6 fragment header)
+# ---- an independent fragment walk (Ethernet, 802.1Q, PPPoE, IPv4, IPv6 fragment header)
 def _ip_of(frame):
     off = 12
     etype = struct.unpack_from("!H", frame, off)[0]
@@ -96,6 +93,9 @@ def _ip_of(frame):
     while etype in (0x8100, 0x88A8) and len(frame) >= off + 4:
         etype = struct.unpack_from("!H", frame, off + 2)[0]
         off += 4
+    if etype == 0x8864 and len(frame) >= off + 8:  # PPPoE session: IPv4 0x0021, IPv6 0x0057 in PPP
+        etype = {0x0021: 0x0800, 0x0057: 0x86DD}.get(struct.unpack_from("!H", frame, off + 6)[0], 0)
+        off += 8
     return etype, off
 
 

@@ -60,6 +60,10 @@ class EngineCollector:
                      int(c[CN.C_CLOCK_US]) / 1e6)
         yield _counter("devourer_fragments_evicted", "first fragments pushed out of the bounded fragment table "
                        "before their later fragments came (those count as unmatched)", int(c[CN.C_FRAG_EVICTED]))
+        yield _counter("devourer_packets_tunnelled", "packets counted in the flow inside a tunnel",
+                       int(c[CN.C_TUNNELLED]))
+        yield _counter("devourer_tunnels_closed", "tunnelled packets counted in their outer flow: the outer packet "
+                       "is a fragment, or one tunnel more than the decoder opens", int(c[CN.C_TUNNEL_CLOSED]))
         yield _counter("devourer_input_bytes", "bytes of the capture files (or pipe) consumed",
                        int(c[CN.C_INPUT_BYTES]))
         yield _counter("devourer_worker_restarts", "worker processes that died and were restarted (live)",

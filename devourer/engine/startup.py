@@ -13,7 +13,7 @@ from devourer import jitcache
 from devourer.errors import SourceError, UsageError
 from devourer.flow import table
 from devourer.outputs import format as record_format
-from devourer.packet import capfile, chunks, decode
+from devourer.packet import bpf, capfile, chunks, decode
 from devourer.privileges import drop_to, read_private_file
 from devourer.settings import Settings
 
@@ -52,6 +52,8 @@ def warm_up(settings: Settings) -> None:
         record_format.warm_up()
         chunks.warm_up(planning=settings.readers > 1)
         capfile.warm_up()
+        if settings.bpf:
+            bpf.warm_up()
 
 
 def drop_privileges(settings: Settings, say) -> Settings:

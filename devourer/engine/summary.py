@@ -30,6 +30,8 @@ def totals(topo, workers_died: bool = False) -> dict:
         "malformed": int(c[CN.C_MALFORMED]),
         "unmatched_fragments": int(c[CN.C_FRAG_UNMATCHED]),
         "filtered": int(c[CN.C_FILTERED]),
+        "tunnelled": int(c[CN.C_TUNNELLED]),
+        "tunnels_closed": int(c[CN.C_TUNNEL_CLOSED]),
         "ring_dropped": int(c[CN.C_RING_DROPPED]),
         "ring_dropped_per_worker": [sum(r.dropped() for r in topo.worker_rings(i)) for i in range(topo.n_workers)],
         "kernel_dropped": int(c[CN.C_KERNEL_DROPPED]),
@@ -101,7 +103,9 @@ def summary_line(t: dict, workers_died: bool, bigquery: bool) -> str:
             + (f", {t['flows_lost']:,} lost with {t['restarts']} restarted workers" if t["restarts"] else
                f", {t['flows_lost']:,} lost with dead workers" if workers_died else "")
             + "); "
-            f"kernel dropped {t['kernel_dropped']:,}; names: {t['name_packets']:,} packets, "
+            + (f"tunnels: {t['tunnelled']:,} packets counted in inner flows, {t['tunnels_closed']:,} left closed "
+               "(fragmented outer packet or too deep); " if t["tunnelled"] or t["tunnels_closed"] else "")
+            + f"kernel dropped {t['kernel_dropped']:,}; names: {t['name_packets']:,} packets, "
             f"{t['name_observations']:,} observations, {t['name_malformed']:,} malformed, "
             f"{t['name_dropped']:,} dropped, {t['names_evicted']:,} evicted from the name map, "
             f"{t['names_capped']:,} over the bound per address"

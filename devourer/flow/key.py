@@ -1,15 +1,20 @@
 """The flow key: its words, its hash and the address fingerprint, in one place.
 
-A flow is keyed by the normalized 5-tuple plus VLAN: endpoint A is the smaller
-(address bytes, port) of the two, so both directions of a conversation give the
-same key. The key is stored as five u64 words, everywhere the same: the two
-16-byte addresses as two little-endian words each (IPv4 in the low four bytes of
-the first), and one key word::
+A flow is keyed by the normalized 5-tuple plus VLAN, plus the virtual network of
+a tunnel that names one (``packet.tunnels``: VXLAN and Geneve VNI, PPPoE session,
+GRE key): endpoint A is the smaller (address bytes, port) of the two, so both
+directions of a conversation give the same key. The key is stored as five u64
+words, everywhere the same: the two 16-byte addresses as two little-endian words
+each (IPv4 in the low four bytes of the first), and one key word::
 
-    bits  0-15 port_a   16-31 port_b   32-47 vlan   48-55 protocol   56 IPv6   63 occupied (table rows only)
+    bits  0-15 port_a   16-31 port_b   32-47 vlan   48-55 protocol   56 IPv6   57 virtual network
+    63 occupied (table rows only)
 
-The key hash is splitmix64's mixer folded over those five words from a fixed
-seed. Capture computes it once per packet (``packet.decode``): its high bits
+and, where bit 57 is set, a sixth word, the virtual network (``vnet_word``: the
+tunnel type and its id), kept beside the row (``flow.table``).
+
+The key hash is splitmix64's mixer folded over those five words (and the sixth
+where there is one) from a fixed seed. Capture computes it once per packet (``packet.decode``): its high bits
 choose the worker, its low bits the flow table's slot (``flow.table``), which
 recomputes it from a row when it moves one. The record writer uses the same
 mixer for flow ids (``outputs.render``), and the name map a cheaper digest of
@@ -27,6 +32,7 @@ M2 = np.uint64(0xBF58476D1CE4E5B9)
 M3 = np.uint64(0x94D049BB133111EB)
 SEED = np.uint64(0x243F6A8885A308D3)
 OCCUPIED = np.uint64(1 << 63)  # in a table row's key word: the row holds a flow
+KEY_VNET = np.uint64(1 << 57)  # in a key word: the key has a virtual network word
 
 MASK64 = (1 << 64) - 1
 V6_TAG = 1 << 128  # an IPv6 address key is tagged above 2**128 (``names.table.addr_key``)
@@ -61,15 +67,24 @@ def key_word(port_a, port_b, vlan, proto, v6):
 
 
 @numba.njit(cache=True, inline="always")
-def key_hash(a0, a1, b0, b1, keyword):
-    """The 64-bit key hash of the five key words (``keyword`` without the occupied bit)."""
-    h = mix64(mix64(mix64(mix64(SEED, a0), a1), b0), b1)
-    return finish64(mix64(h, keyword))
+def vnet_word(tunnel_type, tunnel_id):
+    """The virtual network word of a keyed tunnel: its id, its type above, never 0."""
+    return np.uint64(tunnel_id) | (np.uint64(tunnel_type) << np.uint64(32)) | (np.uint64(1) << np.uint64(40))
 
 
-def key_word_of(port_a: int, port_b: int, vlan: int, proto: int, v6: bool) -> int:
+@numba.njit(cache=True, inline="always")
+def key_hash(a0, a1, b0, b1, keyword, vnet):
+    """The 64-bit key hash of the key words (``keyword`` without the occupied bit; ``vnet`` 0 when the key
+    has no virtual network, which leaves the hash of an untunnelled flow what it always was)."""
+    h = mix64(mix64(mix64(mix64(mix64(SEED, a0), a1), b0), b1), keyword)
+    if vnet != 0:
+        h = mix64(h, vnet)
+    return finish64(h)
+
+
+def key_word_of(port_a: int, port_b: int, vlan: int, proto: int, v6: bool, vnet: bool = False) -> int:
     """The key word as a Python int, with the occupied bit (as rows carry it)."""
-    return port_a | port_b << 16 | vlan << 32 | proto << 48 | int(v6) << 56 | 1 << 63
+    return port_a | port_b << 16 | vlan << 32 | proto << 48 | int(v6) << 56 | int(vnet) << 57 | 1 << 63
 
 
 def fingerprint(addr_key: int) -> int:

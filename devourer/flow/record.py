@@ -18,8 +18,20 @@ slot each); the exporter turns rows into the record of docs/architecture.md §4
     12    mac_a      A's MAC in the low 48 bits, bit 63 when known
     13    mac_b
     14    state      bit0 src is B; bit1 established; bits 8-15 A's TCP flags; 16-23 B's;
-                     24-31 ICMP type; 32-39 ICMP code (of the first packet)
+                     24-31 ICMP type; 32-39 ICMP code (of the first packet); bit 40 tunnelled
     15    end_reason one of END_* (rows leaving the table only)
+    16-22 tunnel     the tunnel words U_* below (zero unless bit 40 of state)
+
+A tunnelled flow's tunnel (``packet.tunnels``), as its first tunnelled packet showed it, with the
+per-direction ids of each side's first tunnelled packet: seven words, kept in the table beside the row
+(``flow.table``) and appended to the export row.
+
+    0     vnet       the key's virtual network word (``flow.key.vnet_word``), 0 when the id is not keyed
+    1     info       bits 0-7 tunnel type; 8 outer addresses IPv6; 9 outer addresses known; 10 A's id known;
+                     11 B's id known; 16-23 tunnels opened (depth)
+    2     ids        the tunnel id of A's packets (low 32 bits), of B's (high 32)
+    3-4   outer_a    the outer address on A's side (as addr_a)
+    5-6   outer_b
 
 Rows inside the table (``flow.table``, T_* below) drop the hash (the table's
 index holds its low bits and it can be recomputed from the key) and the end
@@ -35,8 +47,9 @@ stay the packets' own.
 
 import socket
 
-FLOW_WORDS = 16  # rows sent to the exporter
+FLOW_WORDS = 23  # rows sent to the exporter
 TABLE_WORDS = 16  # rows kept in the table (T_*)
+TUNNEL_WORDS = 7  # a tunnelled flow's tunnel (U_*), beside its table row and at F_TUNNEL of its export row
 F_ADDR_A = 0
 F_ADDR_B = 2
 F_KEY = 4
@@ -51,6 +64,18 @@ F_MAC_A = 12
 F_MAC_B = 13
 F_STATE = 14
 F_END = 15
+F_TUNNEL = 16
+
+U_VNET = 0
+U_INFO = 1
+U_IDS = 2
+U_OUTER_A = 3
+U_OUTER_B = 5
+INFO_OUTER_V6 = 1 << 8
+INFO_OUTER_IP = 1 << 9
+INFO_A_ID = 1 << 10
+INFO_B_ID = 1 << 11
+INFO_DEPTH_SHIFT = 16
 
 T_ADDR_A = 0
 T_ADDR_B = 2
@@ -69,6 +94,7 @@ T_LAST_CLOCK = 15
 
 ST_SRC_IS_B = 1
 ST_ESTABLISHED = 2
+ST_TUNNEL = 1 << 40
 
 END_IDLE = 1
 END_ACTIVE = 2

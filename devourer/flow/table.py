@@ -30,7 +30,7 @@ import numpy as np
 from devourer import counters as CN
 from devourer.counters import K_ACTIVE, K_EVICTED, K_EXPIRED_ACTIVE, K_EXPIRED_IDLE, K_FLOWS_CREATED, K_FLUSHED
 from devourer.flow import record as R
-from devourer.flow.key import OCCUPIED, key_hash, key_word
+from devourer.flow.key import KEY_VNET, OCCUPIED, key_hash, key_word, vnet_word
 from devourer.packet import layout as L
 
 # ingest() stop codes
@@ -46,10 +46,12 @@ TAG_MASK = np.uint64(0xFFFFFFFF)
 
 
 @numba.njit(cache=True, inline="always")
-def _row_hash(rows, r):
+def _row_hash(rows, tun, r):
     """The key hash of row r, as capture computed it for the row's packets (``flow.key``)."""
+    keyw = rows[r, R.T_KEY] & ~OCCUPIED
+    vnet = tun[r, R.U_VNET] if (keyw & KEY_VNET) != 0 else np.uint64(0)
     return key_hash(rows[r, R.T_ADDR_A], rows[r, R.T_ADDR_A + 1], rows[r, R.T_ADDR_B], rows[r, R.T_ADDR_B + 1],
-                    rows[r, R.T_KEY] & ~OCCUPIED)
+                    keyw, vnet)
 
 
 @numba.njit(cache=True)
@@ -87,14 +89,18 @@ def _unindex(index, i):
 
 
 @numba.njit(cache=True)
-def _remove(index, rows, count, r):
-    """Take row r out (index entry and row; the last row moves into r). Returns the new count."""
-    _unindex(index, _slot_of(index, _row_hash(rows, r) & TAG_MASK, r))
+def _remove(index, rows, tun, count, r):
+    """Take row r out (index entry and row; the last row moves into r, with its tunnel words if it has
+    them: a row without ST_TUNNEL never reads its tunnel words). Returns the new count."""
+    _unindex(index, _slot_of(index, _row_hash(rows, tun, r) & TAG_MASK, r))
     last = count - 1
     if r != last:
         for w in range(R.TABLE_WORDS):
             rows[r, w] = rows[last, w]
-        s = _slot_of(index, _row_hash(rows, r) & TAG_MASK, last)
+        if rows[r, R.T_STATE] & np.uint64(R.ST_TUNNEL):
+            for w in range(R.TUNNEL_WORDS):
+                tun[r, w] = tun[last, w]
+        s = _slot_of(index, _row_hash(rows, tun, r) & TAG_MASK, last)
         index[s] = (index[s] & ~TAG_MASK) | np.uint64(r + 1)
     for w in range(R.TABLE_WORDS):
         rows[last, w] = 0
@@ -102,12 +108,15 @@ def _remove(index, rows, count, r):
 
 
 @numba.njit(cache=True, inline="always")
-def _emit(rows, r, reason, out, out_n):
+def _emit(rows, tun, r, reason, out, out_n):
     """Row r as an export row (flow.record F_*) in out[out_n]."""
     for w in range(4):
         out[out_n, R.F_ADDR_A + w] = rows[r, R.T_ADDR_A + w]
     out[out_n, R.F_KEY] = rows[r, R.T_KEY]
-    out[out_n, R.F_HASH] = _row_hash(rows, r)
+    out[out_n, R.F_HASH] = _row_hash(rows, tun, r)
+    tunnelled = (rows[r, R.T_STATE] & np.uint64(R.ST_TUNNEL)) != 0
+    for w in range(R.TUNNEL_WORDS):
+        out[out_n, R.F_TUNNEL + w] = tun[r, w] if tunnelled else np.uint64(0)
     for w in range(R.T_MAC_B - R.T_FIRST + 1):  # first, last, bytes, packets, MACs
         out[out_n, R.F_FIRST + w] = rows[r, R.T_FIRST + w]
     out[out_n, R.F_STATE] = rows[r, R.T_STATE]
@@ -149,8 +158,44 @@ def _init(rows, r, r64, r16, r8, i, keyw):
         np.uint64(r8[i, L.B_ICMP_TYPE]) << np.uint64(24)) | (np.uint64(r8[i, L.B_ICMP_CODE]) << np.uint64(32))
 
 
+@numba.njit(cache=True, inline="always")
+def _record_vnet(r64, r8, i):
+    """The virtual network word of packet record i (``flow.key``), 0 when its key has none."""
+    if (r8[i, L.B_FLAGS] & L.FLAG_KEYED) == 0:
+        return np.uint64(0)
+    return vnet_word(r8[i, L.B_TUNNEL], r64[i, L.W_TUNNEL_ID] & np.uint64(0xFFFFFFFF))
+
+
+@numba.njit(cache=True, inline="always")
+def _note_tunnel(rows, tun, r, r64, r8, i, from_b):
+    """Record i came through a tunnel: the flow's tunnel words take its tunnel if they have none yet, and
+    its id as its side's id if that side has none yet."""
+    flags = r8[i, L.B_FLAGS]
+    if (rows[r, R.T_STATE] & np.uint64(R.ST_TUNNEL)) == 0:
+        info = np.uint64(r8[i, L.B_TUNNEL]) | (np.uint64(r8[i, L.B_DEPTH]) << np.uint64(R.INFO_DEPTH_SHIFT))
+        if flags & L.FLAG_OUTER_IP:
+            info |= np.uint64(R.INFO_OUTER_IP)
+            if flags & L.FLAG_OUTER_V6:
+                info |= np.uint64(R.INFO_OUTER_V6)
+        tun[r, R.U_VNET] = _record_vnet(r64, r8, i)
+        tun[r, R.U_INFO] = info
+        tun[r, R.U_IDS] = 0
+        sender, receiver = (R.U_OUTER_B, R.U_OUTER_A) if from_b else (R.U_OUTER_A, R.U_OUTER_B)
+        for w in range(2):
+            tun[r, sender + w] = r64[i, L.W_OUTER_SRC + w]
+            tun[r, receiver + w] = r64[i, L.W_OUTER_DST + w]
+        rows[r, R.T_STATE] |= np.uint64(R.ST_TUNNEL)
+    if flags & L.FLAG_TUNNEL_ID:
+        known = np.uint64(R.INFO_B_ID if from_b else R.INFO_A_ID)
+        if (tun[r, R.U_INFO] & known) == 0:
+            tid = r64[i, L.W_TUNNEL_ID] & np.uint64(0xFFFFFFFF)
+            tun[r, R.U_IDS] |= tid << np.uint64(32) if from_b else tid
+            tun[r, R.U_INFO] |= known
+
+
 @numba.njit(cache=True)
-def ingest(index, rows, count, r64, r16, r8, start, n, idle_us, active_us, max_flows, out, out_n, counters):
+def ingest(index, rows, tun, count, r64, r16, r8, start, n, idle_us, active_us, max_flows, out, out_n,
+           counters):
     """Add records start..n-1 to the table. Returns (stop_code, next_record, count, out_n)."""
     mask = index.shape[0] - 1
     grow_at = np.int64(index.shape[0] * MAX_LOAD)
@@ -160,8 +205,9 @@ def ingest(index, rows, count, r64, r16, r8, start, n, idle_us, active_us, max_f
             return OUT_FULL, i, count, out_n
         h = r64[i, L.W_HASH]
         tag = h & TAG_MASK
+        vnet = _record_vnet(r64, r8, i)
         keyw = key_word(r16[i, L.H_PORT_A], r16[i, L.H_PORT_B], r16[i, L.H_VLAN], r8[i, L.B_PROTO],
-                        (r8[i, L.B_FLAGS] >> 1) & 1) | OCCUPIED
+                        (r8[i, L.B_FLAGS] >> 1) & 1) | OCCUPIED | (KEY_VNET if vnet != 0 else np.uint64(0))
         a0 = r64[i, L.W_ADDR_A]
         a1 = r64[i, L.W_ADDR_A + 1]
         b0 = r64[i, L.W_ADDR_B]
@@ -175,7 +221,7 @@ def ingest(index, rows, count, r64, r16, r8, start, n, idle_us, active_us, max_f
             if (e >> np.uint64(32)) == tag:
                 c = np.int64(e & TAG_MASK) - 1
                 if (rows[c, R.T_KEY] == keyw and rows[c, 0] == a0 and rows[c, 1] == a1 and rows[c, 2] == b0
-                        and rows[c, 3] == b1):
+                        and rows[c, 3] == b1 and (vnet == 0 or tun[c, R.U_VNET] == vnet)):
                     r = c
                     break
             s = (s + 1) & mask
@@ -183,7 +229,7 @@ def ingest(index, rows, count, r64, r16, r8, start, n, idle_us, active_us, max_f
         if r >= 0:
             reason = _due(rows, r, clk, idle_us, active_us)
             if reason != 0:  # the old flow is over: emit it, this packet starts a new one in place
-                _emit(rows, r, reason, out, out_n)
+                _emit(rows, tun, r, reason, out, out_n)
                 out_n += 1
                 counters[K_EXPIRED_IDLE if reason == R.END_IDLE else K_EXPIRED_ACTIVE] += 1
                 counters[K_FLOWS_CREATED] += 1
@@ -224,6 +270,8 @@ def ingest(index, rows, count, r64, r16, r8, start, n, idle_us, active_us, max_f
         if ((st & np.uint64(R.ST_SRC_IS_B)) != 0) != from_b:
             st |= np.uint64(R.ST_ESTABLISHED)
         rows[r, R.T_STATE] = st
+        if r8[i, L.B_TUNNEL] != 0:
+            _note_tunnel(rows, tun, r, r64, r8, i, from_b)
         counters[CN.K_PACKETS] += 1
         counters[CN.K_BYTES] += np.int64(wl)
     return DONE, n, count, out_n
@@ -236,7 +284,7 @@ def r32_wire(r64, i):
 
 
 @numba.njit(cache=True)
-def scan(index, rows, count, cursor, budget, clock_us, idle_us, active_us, out, out_n, counters):
+def scan(index, rows, tun, count, cursor, budget, clock_us, idle_us, active_us, out, out_n, counters):
     """Expire due flows among up to ``budget`` rows from ``cursor`` (wrapping at count).
 
     Returns (cursor, count, out_n, rows_scanned); stops early when ``out`` fills."""
@@ -250,10 +298,10 @@ def scan(index, rows, count, cursor, budget, clock_us, idle_us, active_us, out, 
             break
         reason = _due(rows, r, clock_us, idle_us, active_us)
         if reason != 0:
-            _emit(rows, r, reason, out, out_n)
+            _emit(rows, tun, r, reason, out, out_n)
             out_n += 1
             counters[K_EXPIRED_IDLE if reason == R.END_IDLE else K_EXPIRED_ACTIVE] += 1
-            count = _remove(index, rows, count, r)  # the last row moved into r: look at r again
+            count = _remove(index, rows, tun, count, r)  # the last row moved into r: look at r again
         else:
             r += 1
         done += 1
@@ -261,7 +309,7 @@ def scan(index, rows, count, cursor, budget, clock_us, idle_us, active_us, out, 
 
 
 @numba.njit(cache=True)
-def drain(index, rows, count, start, clock_us, idle_us, active_us, only_before_us, reason_default, out, out_n,
+def drain(index, rows, tun, count, start, clock_us, idle_us, active_us, only_before_us, reason_default, out, out_n,
           counters):
     """Emit and remove every flow in rows start..0 (or with ``only_before_us`` >= 0,
     those whose last packet clock is at or before it), until ``out`` is full.
@@ -277,7 +325,7 @@ def drain(index, rows, count, start, clock_us, idle_us, active_us, only_before_u
             reason = _due(rows, r, clock_us, idle_us, active_us)
             if reason == 0:
                 reason = reason_default
-            _emit(rows, r, reason, out, out_n)
+            _emit(rows, tun, r, reason, out, out_n)
             out_n += 1
             if reason == R.END_IDLE:
                 counters[K_EXPIRED_IDLE] += 1
@@ -287,28 +335,28 @@ def drain(index, rows, count, start, clock_us, idle_us, active_us, only_before_u
                 counters[K_EVICTED] += 1
             else:
                 counters[K_FLUSHED] += 1
-            count = _remove(index, rows, count, r)
+            count = _remove(index, rows, tun, count, r)
         r -= 1
     return count, out_n, -1
 
 
 @numba.njit(cache=True)
-def reindex(index, rows, count):
+def reindex(index, rows, tun, count):
     """Fill an empty index with rows 0..count-1."""
     mask = index.shape[0] - 1
     for r in range(count):
-        tag = _row_hash(rows, r) & TAG_MASK
+        tag = _row_hash(rows, tun, r) & TAG_MASK
         s = np.int64(tag & np.uint64(mask))
         while index[s] != 0:
             s = (s + 1) & mask
         index[s] = (tag << np.uint64(32)) | np.uint64(r + 1)
 
 
-def _lazy_rows(n: int) -> tuple[np.ndarray, mmap.mmap]:
-    """An (n, TABLE_WORDS) zeroed array whose pages are only backed once written."""
+def _lazy_rows(n: int, words: int) -> tuple[np.ndarray, mmap.mmap]:
+    """An (n, words) zeroed array whose pages are only backed once written."""
     flags = mmap.MAP_PRIVATE | getattr(mmap, "MAP_ANONYMOUS", 0x20) | getattr(mmap, "MAP_NORESERVE", 0)
-    m = mmap.mmap(-1, max(1, n) * ROW_BYTES, flags=flags)
-    return np.frombuffer(m, np.uint64).reshape(max(1, n), R.TABLE_WORDS), m
+    m = mmap.mmap(-1, max(1, n) * words * 8, flags=flags)
+    return np.frombuffer(m, np.uint64).reshape(max(1, n), words), m
 
 
 class FlowTable:
@@ -326,7 +374,9 @@ class FlowTable:
         self.max_flows = max(1, int(max_flows))
         self.emit = emit
         self.index = np.zeros(max(4, initial_slots), np.uint64)
-        self.rows, self._rows_map = _lazy_rows(self.max_flows)
+        self.rows, self._rows_map = _lazy_rows(self.max_flows, R.TABLE_WORDS)
+        # the tunnel words of tunnelled flows, row for row: untouched (unbacked) where no flow is tunnelled
+        self.tunnels, self._tunnels_map = _lazy_rows(self.max_flows, R.TUNNEL_WORDS)
         self.count = 0
         self.touched = 0  # rows ever used since the last trim: their pages are backed
         self.out = np.zeros((out_rows, R.FLOW_WORDS), np.uint64)
@@ -351,7 +401,8 @@ class FlowTable:
         r16 = records.view(np.uint16)
         i = 0
         while True:
-            code, i, self.count, self.out_n = ingest(self.index, self.rows, self.count, r64, r16, records, i, n,
+            code, i, self.count, self.out_n = ingest(self.index, self.rows, self.tunnels, self.count, r64, r16,
+                                                     records, i, n,
                                                      self.idle_us, self.active_us, self.max_flows, self.out,
                                                      self.out_n, self.counters)
             if code == DONE:
@@ -372,7 +423,8 @@ class FlowTable:
         budget = self.scan_slots if budget is None else budget
         budget = min(budget, self.count)
         while budget > 0:
-            self.cursor, self.count, self.out_n, done = scan(self.index, self.rows, self.count, self.cursor, budget,
+            self.cursor, self.count, self.out_n, done = scan(self.index, self.rows, self.tunnels, self.count,
+                                                             self.cursor, budget,
                                                              self.clock_us, self.idle_us, self.active_us,
                                                              self.out, self.out_n, self.counters)
             budget -= done
@@ -393,20 +445,25 @@ class FlowTable:
     def _drain(self, only_before_us: int, reason: int) -> None:
         r = self.count - 1
         while r >= 0:
-            self.count, self.out_n, r = drain(self.index, self.rows, self.count, r, self.clock_us, self.idle_us,
+            self.count, self.out_n, r = drain(self.index, self.rows, self.tunnels, self.count, r, self.clock_us,
+                                              self.idle_us,
                                               self.active_us, only_before_us, reason, self.out, self.out_n,
                                               self.counters)
             self._flush_out()
 
     def _grow(self) -> None:
         self.index = np.zeros(self.index.shape[0] * 2, np.uint64)
-        reindex(self.index, self.rows, self.count)
+        reindex(self.index, self.rows, self.tunnels, self.count)
 
     def _trim(self) -> None:
         """Give back the pages of rows no longer used, once they are most of what was touched."""
         keep = -(-self.count * ROW_BYTES // mmap.PAGESIZE) * mmap.PAGESIZE
         if self.touched * ROW_BYTES - keep >= max(self.trim_bytes, keep):
             self._rows_map.madvise(mmap.MADV_DONTNEED, keep, self.touched * ROW_BYTES - keep)
+            tunnel_bytes = R.TUNNEL_WORDS * 8
+            keep_t = -(-self.count * tunnel_bytes // mmap.PAGESIZE) * mmap.PAGESIZE
+            if self.touched * tunnel_bytes > keep_t:
+                self._tunnels_map.madvise(mmap.MADV_DONTNEED, keep_t, self.touched * tunnel_bytes - keep_t)
             self.touched = self.count
 
     def _evict(self) -> None:

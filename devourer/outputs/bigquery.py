@@ -56,7 +56,14 @@ SCHEMA = [
     ("vlan", "INTEGER", "NULLABLE"), ("src_tcp_flags", "INTEGER", "NULLABLE"),
     ("dst_tcp_flags", "INTEGER", "NULLABLE"), ("icmp_type", "INTEGER", "NULLABLE"),
     ("icmp_code", "INTEGER", "NULLABLE"), ("sensor", "STRING", "NULLABLE"),
+    # the record's tunnel object, flat; all null for a flow that came through none (tables made before
+    # these columns are widened)
+    ("tunnel_type", "STRING", "NULLABLE"), ("tunnel_id", "INTEGER", "NULLABLE"),
+    ("tunnel_src_id", "INTEGER", "NULLABLE"), ("tunnel_dst_id", "INTEGER", "NULLABLE"),
+    ("tunnel_src", "STRING", "NULLABLE"), ("tunnel_dst", "STRING", "NULLABLE"),
+    ("tunnel_depth", "INTEGER", "NULLABLE"),
 ]
+_TUNNEL_FIELDS = ("type", "id", "src_id", "dst_id", "src", "dst", "depth")
 # what an outage looks like (the service, or the token endpoint of a service-account key, unreachable or
 # overloaded): capture goes on and rows spool
 TRANSIENT = (gexc.ServerError, gexc.TooManyRequests, gexc.RetryError, ConnectionError, TimeoutError, OSError,
@@ -88,6 +95,7 @@ def row_of(record: dict) -> dict:
         "status": record["status"], "end_reason": record["end_reason"], "vlan": record["vlan"],
         "src_tcp_flags": record["src_tcp_flags"], "dst_tcp_flags": record["dst_tcp_flags"],
         "icmp_type": record["icmp_type"], "icmp_code": record["icmp_code"], "sensor": record["sensor"],
+        **{f"tunnel_{k}": (record["tunnel"] or {}).get(k) for k in _TUNNEL_FIELDS},
     }
 
 

@@ -16,6 +16,7 @@ from numba import njit
 
 from devourer.flow import record as R
 from devourer.flow.key import finish64, mix64
+from devourer.packet.tunnels import TUNNEL_NAMES
 
 
 def _pieces(*texts: str) -> tuple:
@@ -32,11 +33,15 @@ def _pieces(*texts: str) -> tuple:
     ',"dst_tcp_flags":', ',"icmp_type":', ',"icmp_code":', ',"sensor":', '}\n',
     "null", "[]", "tcp", "udp", "icmp4", "icmp6", "established", "init", "unknown", "idle", "active",
     "shutdown", "evicted")
+(P_TUNNEL, P_TUNNEL_TYPE, P_TUNNEL_ID, P_TUNNEL_SRC_ID, P_TUNNEL_DST_ID, P_TUNNEL_SRC, P_TUNNEL_DST,
+ P_TUNNEL_DEPTH, P_QUOTE, P_BRACE) = _pieces(
+    ',"tunnel":', '{"type":"', '","id":', ',"src_id":', ',"dst_id":', ',"src":', ',"dst":', ',"depth":', '"', '}')
+_TUNNEL_TYPES = _pieces(*(TUNNEL_NAMES.get(t, "unknown") for t in range(max(TUNNEL_NAMES) + 2)))  # last: unknown
 _HEXDIGITS = np.frombuffer(b"0123456789abcdef", np.uint8).copy()
 
 #: Bound on a record without its name lists and sensor (the longest is about 690 bytes: every number
-#: at its widest, IPv4-mapped IPv6 both sides).
-MAX_FIXED_BYTES = 768
+#: at its widest, IPv4-mapped IPv6 both sides; a tunnel adds up to about 190).
+MAX_FIXED_BYTES = 1024
 
 _SALT_LO = np.uint64(0x5851F42D4C957F2D)
 _SALT_WORD = np.uint64(0xD6E8FEB86659FD93)
@@ -194,6 +199,10 @@ def _put_uuid(buf, pos, row, seed):
     for j in (R.F_ADDR_A, R.F_ADDR_A + 1, R.F_ADDR_B, R.F_ADDR_B + 1, R.F_KEY, R.F_FIRST):
         hi = mix64(hi, row[j])
         lo = mix64(lo, row[j] ^ _SALT_WORD)
+    vnet = row[R.F_TUNNEL + R.U_VNET]
+    if vnet != 0:  # part of the key: flows of two virtual networks differ (untunnelled ids are as before)
+        hi = mix64(hi, vnet)
+        lo = mix64(lo, vnet ^ _SALT_WORD)
     lo = finish64(lo ^ hi)
     hi = finish64(hi)
     hi = (hi & np.uint64(0xFFFFFFFFFFFF0FFF)) | np.uint64(0x8000)  # version 8
@@ -263,6 +272,49 @@ def _put_endpoint(buf, pos, w0, w1, v6, port, mac, names_index, names_blob, name
 
 
 @njit(cache=True)
+def _put_quoted_addr(buf, pos, w0, w1, v6, known):
+    if not known:
+        return _put(buf, pos, P_NULL)
+    pos = _put(buf, pos, P_QUOTE)
+    pos = _put_addr(buf, pos, w0, w1, v6)
+    return _put(buf, pos, P_QUOTE)
+
+
+@njit(cache=True)
+def _put_tunnel(buf, pos, row, a_is_src):
+    """The record's ``tunnel`` object (docs/architecture.md §4), or null; src/dst as the record's."""
+    if (row[R.F_STATE] & np.uint64(R.ST_TUNNEL)) == 0:
+        return _put(buf, pos, P_NULL)
+    info = np.int64(row[R.F_TUNNEL + R.U_INFO])
+    vnet = row[R.F_TUNNEL + R.U_VNET]
+    ids = row[R.F_TUNNEL + R.U_IDS]
+    id_a, id_b = np.int64(ids & np.uint64(0xFFFFFFFF)), np.int64(ids >> np.uint64(32))
+    known_a, known_b = (info & R.INFO_A_ID) != 0, (info & R.INFO_B_ID) != 0
+    src_id, src_known, dst_id, dst_known = (id_a, known_a, id_b, known_b) if a_is_src else (id_b, known_b, id_a,
+                                                                                            known_a)
+    out_s, out_d = (R.F_TUNNEL + R.U_OUTER_A, R.F_TUNNEL + R.U_OUTER_B)
+    if not a_is_src:
+        out_s, out_d = out_d, out_s
+    outer_ip = (info & R.INFO_OUTER_IP) != 0
+    outer_v6 = (info & R.INFO_OUTER_V6) != 0
+    pos = _put(buf, pos, P_TUNNEL_TYPE)
+    pos = _put(buf, pos, _TUNNEL_TYPES[min(info & 0xFF, len(_TUNNEL_TYPES) - 1)])
+    pos = _put(buf, pos, P_TUNNEL_ID)
+    pos = _put_small_or_null(buf, pos, np.int64(vnet & np.uint64(0xFFFFFFFF)), vnet != 0)
+    pos = _put(buf, pos, P_TUNNEL_SRC_ID)
+    pos = _put_small_or_null(buf, pos, src_id, src_known)
+    pos = _put(buf, pos, P_TUNNEL_DST_ID)
+    pos = _put_small_or_null(buf, pos, dst_id, dst_known)
+    pos = _put(buf, pos, P_TUNNEL_SRC)
+    pos = _put_quoted_addr(buf, pos, np.int64(row[out_s]), np.int64(row[out_s + 1]), outer_v6, outer_ip)
+    pos = _put(buf, pos, P_TUNNEL_DST)
+    pos = _put_quoted_addr(buf, pos, np.int64(row[out_d]), np.int64(row[out_d + 1]), outer_v6, outer_ip)
+    pos = _put(buf, pos, P_TUNNEL_DEPTH)
+    pos = _put_uint(buf, pos, (info >> R.INFO_DEPTH_SHIFT) & 0xFF)
+    return _put(buf, pos, P_BRACE)
+
+
+@njit(cache=True)
 def render(rows, seed, sensor_json, src_names, dst_names, names_blob, names_offsets, buf):
     """Write one JSON line per row of ``rows`` (k, FLOW_WORDS) into ``buf``; return the bytes used.
 
@@ -325,6 +377,8 @@ def render(rows, seed, sensor_json, src_names, dst_names, names_blob, names_offs
         pos = _put_small_or_null(buf, pos, (state >> 24) & 0xFF, is_icmp)
         pos = _put(buf, pos, P_ICMP_CODE)
         pos = _put_small_or_null(buf, pos, (state >> 32) & 0xFF, is_icmp)
+        pos = _put(buf, pos, P_TUNNEL)
+        pos = _put_tunnel(buf, pos, row, a_is_src)
         pos = _put(buf, pos, P_SENSOR)
         pos = _put(buf, pos, sensor_json)
         pos = _put(buf, pos, P_CLOSE)

@@ -7,10 +7,12 @@ the file costs ~35 ms per GB, while touching a memory map of it costs ~100 ns pe
 misses).
 
 Classic pcap files are not read through libpcap at all: ``packet.chunks`` decodes their packets where they lie
-in the window. pcapng (EPB, SPB and obsolete PB blocks, any number of sections and interfaces) goes through
-libpcap, and ``RecordWalker`` walks its blocks before libpcap reads them (``peek``/``commit``), so a batch never
-extends past the last complete block. Sources that cannot be read twice (pipes, stdin) have no walker; capture
-reads them a packet at a time, with libpcap's own headers.
+in the window. pcapng files (EPB, SPB and obsolete PB blocks, any number of sections and interfaces) go through
+libpcap, and ``RecordWalker`` walks their blocks before libpcap reads them (``peek``/``commit``), so a batch never
+extends past the last complete block. Sources that cannot be read twice (pipes, stdin, compressed files) are
+streams (``packet.streams``): classic pcap in them is indexed by ``packet.chunks``, pcapng by ``index_pcapng``
+here, which refuses what libpcap refuses (a packet on an interface never described, a second link type, a
+section in the other byte order).
 """
 
 import os
@@ -26,6 +28,7 @@ PCAP_MAGICS = {
 NANOSECOND_MAGICS = (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
 PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
 MAX_RECORD_BYTES = 1 << 24  # a record claiming more than 16 MiB is damage, not a packet
+MAX_INTERFACES = 4096  # interface descriptions a pcapng section may hold (one more is damage)
 WINDOW_BYTES = 4 << 20
 
 ST_OK = 0  # found what was asked
@@ -92,6 +95,125 @@ def walk_pcapng(win, base, at_eof, pos, swapped_in, want, start, wire_out, cap_o
             n += 1
         pos += blen
     state_out[0] = swapped
+    return n, ST_OK, pos
+
+
+@numba.njit(cache=True)
+def _ticks_per_second(win, q, blen, swapped):
+    """if_tsresol of the Interface Description Block at q (default microseconds), as ticks per second; 0 when
+    it cannot be used (finer than 10^-18 or 2^-62)."""
+    at = q + 16
+    end = q + blen - 4
+    while at + 4 <= end:
+        code = (np.int64(win[at + 1]) << 8 | np.int64(win[at])) if not swapped else (np.int64(win[at]) << 8 | np.int64(win[at + 1]))
+        length = (np.int64(win[at + 3]) << 8 | np.int64(win[at + 2])) if not swapped else (np.int64(win[at + 2]) << 8 | np.int64(win[at + 3]))
+        if code == 0:
+            break
+        if code == 9 and length >= 1 and at + 5 <= end:
+            v = np.int64(win[at + 4])
+            if v & 0x80:
+                return np.int64(1) << (v & 0x7F) if (v & 0x7F) <= 62 else np.int64(0)
+            if v > 18:
+                return np.int64(0)
+            t = np.int64(1)
+            for _ in range(v):
+                t *= 10
+            return t
+        at += 4 + ((length + 3) // 4) * 4
+    return np.int64(1_000_000)
+
+
+@numba.njit(cache=True)
+def index_pcapng(win, base, at_eof, pos, want, meta, wire, ifaces, state):
+    """Up to ``want`` packets of a pcapng stream from position ``pos``, as the decoder takes them: meta rows
+    (sec, usec, offset in ``win``, caplen) and wire lengths (EPB, SPB and obsolete PB blocks). ``win`` holds the
+    stream from ``base``. ``ifaces`` rows (link type, ticks per second, snaplen) and ``state`` (byte order,
+    interfaces in this section, the stream's link type, packets whose time does not fit: counted apart) are
+    carried from call to call. An interface of another link type than the first, or a packet on an interface
+    never described, is damage (libpcap refuses both). Returns (count, status, next position)."""
+    end = base + win.shape[0]
+    n = 0
+    while n < want:
+        if pos == end and at_eof:
+            return n, ST_EOF, pos
+        if pos + 12 > end:
+            return n, ST_DAMAGED if at_eof else ST_MORE, pos
+        q = pos - base
+        swapped = state[0] != 0
+        is_shb = _u32(win, q, False) == 0x0A0D0D0A
+        if is_shb:
+            if pos + 12 > end:
+                return n, ST_DAMAGED if at_eof else ST_MORE, pos
+            swapped = not (win[q + 8] == 0x4D and win[q + 9] == 0x3C)
+        btype = _u32(win, q, swapped)
+        blen = np.int64(_u32(win, q + 4, swapped))
+        if blen < 12 or blen % 4 != 0 or blen > MAX_RECORD_BYTES:
+            return n, ST_DAMAGED, pos
+        if pos + blen > end:
+            return n, ST_DAMAGED if at_eof else ST_MORE, pos
+        if is_shb:
+            if state[2] >= 0 and swapped != (state[0] != 0):  # libpcap refuses a section in the other byte order
+                return n, ST_DAMAGED, pos
+            state[0] = 1 if swapped else 0
+            state[1] = 0  # a new section describes its interfaces again
+        elif btype == 1:  # interface description
+            if blen < 20 or state[1] >= ifaces.shape[0]:
+                return n, ST_DAMAGED, pos
+            link = np.int64(_u32(win, q + 8, swapped) & np.uint32(0xFFFF)) if not swapped else np.int64(
+                (np.uint32(win[q + 8]) << 8) | np.uint32(win[q + 9]))
+            tps = _ticks_per_second(win, q, blen, swapped)
+            if tps == 0 or (state[2] >= 0 and link != state[2]):
+                return n, ST_DAMAGED, pos
+            state[2] = link
+            k = state[1]
+            ifaces[k, 0] = link
+            ifaces[k, 1] = tps
+            ifaces[k, 2] = np.int64(_u32(win, q + 12, swapped))
+            state[1] += 1
+        elif btype == 6 or btype == 2 or btype == 3:
+            if btype == 3:  # simple packet block: interface 0, no time, caplen from the block length
+                if blen < 16 or state[1] < 1:
+                    return n, ST_DAMAGED, pos
+                length = np.int64(_u32(win, q + 8, swapped))
+                caplen = min(length, blen - 16)
+                snap = ifaces[0, 2]
+                if snap > 0:
+                    caplen = min(caplen, snap)
+                ticks = np.uint64(0)
+                iface = 0
+                data_at = q + 12
+            else:
+                if blen < 32:
+                    return n, ST_DAMAGED, pos
+                if btype == 6:
+                    iface = np.int64(_u32(win, q + 8, swapped))
+                else:
+                    iface = (np.int64(win[q + 8]) << 8 | np.int64(win[q + 9])) if swapped else (
+                        np.int64(win[q + 9]) << 8 | np.int64(win[q + 8]))
+                ticks = (np.uint64(_u32(win, q + 12, swapped)) << np.uint64(32)) | np.uint64(_u32(win, q + 16, swapped))
+                caplen = np.int64(_u32(win, q + 20, swapped))
+                length = np.int64(_u32(win, q + 24, swapped))
+                data_at = q + 28
+                if 28 + caplen > blen:
+                    return n, ST_DAMAGED, pos
+            if iface >= state[1]:
+                return n, ST_DAMAGED, pos
+            tps = np.uint64(ifaces[iface, 1])
+            sec = ticks // tps
+            frac = ticks % tps
+            if sec > np.uint64(0xFFFFFFFF):
+                state[3] += 1
+            else:
+                meta[n, 0] = np.uint32(sec)
+                if tps >= np.uint64(1_000_000) and tps % np.uint64(1_000_000) == 0:
+                    meta[n, 1] = np.uint32(frac // (tps // np.uint64(1_000_000)))
+                else:
+                    meta[n, 1] = np.uint32(np.float64(frac) * 1e6 / np.float64(tps))
+                meta[n, 2] = data_at
+                meta[n, 3] = caplen
+                wire[n] = length
+                n += 1
+        pos += blen
     return n, ST_OK, pos
 
 

@@ -33,7 +33,7 @@ from devourer import counters as CN
 from devourer.packet import layout as L
 from devourer.packet.capfile import (MAX_RECORD_BYTES, NANOSECOND_MAGICS, PCAP_MAGICS, ST_DAMAGED, ST_EOF,
                                       ST_MORE, ST_OK, FileWindow, _u32)
-from devourer.packet.decode import FRAG_TTL_US, decode_batch, new_fragment_table
+from devourer.packet.decode import FRAG_TTL_US, TN_WORDS, decode_batch, new_fragment_table
 
 WINDOW_BYTES = 8 << 20
 MAX_SNAPLEN = 262144  # libpcap's max_snaplen_for_dlt() for every link type we decode
@@ -162,14 +162,16 @@ def chunkable(paths: list[str]) -> str | None:
     return None
 
 
-def plan(paths: list[str], datalinks: list[int], chunk_packets: int, batch: int = 4096):
-    """Yield the chunks of these files in order (and a ``Damage`` where a file ends in damage)."""
+def plan(paths: list[str], datalinks: list[int], chunk_packets: int, batch: int = 4096, decap: bool = True):
+    """Yield the chunks of these files in order (and a ``Damage`` where a file ends in damage). ``decap`` as
+    the readers decode (``--decapsulate``): fragments inside tunnels are then the readers' too."""
     frag = new_fragment_table()
     counters = np.zeros(CN.N_CAPTURE_COUNTERS, np.int64)
     clock = np.zeros(1, np.int64)
     records = L.empty_records(batch)
     worker_of = np.zeros(batch, np.int32)
     cand = np.zeros((batch + 1, 3), np.int64)
+    tun = np.zeros(TN_WORDS, np.int64)
     r16, r32, r64 = records.view(np.uint16), records.view(np.uint32), records.view(np.uint64)
     for index, (path, datalink) in enumerate(zip(paths, datalinks)):
         walk = _Walk(path, 24, 0, batch)
@@ -184,7 +186,7 @@ def plan(paths: list[str], datalinks: list[int], chunk_packets: int, batch: int 
                     low = int(ts.min())
                     min_ts = low if min_ts is None else min(min_ts, low)
                     decode_batch(win, meta, wire, datalink, walk.snap, records, r16, r32, r64, worker_of, 1, frag,
-                                 counters, clock, False, cand, True)
+                                 counters, clock, False, cand, tun, decap, True)
                     packets += len(meta)
                 if got is None or packets >= chunk_packets:
                     if packets:
@@ -254,4 +256,4 @@ def warm_up(planning: bool = False) -> None:
         decode_batch(window, meta[:0], wire[:0], 1, 262144, records, records.view(np.uint16),
                      records.view(np.uint32), records.view(np.uint64), np.zeros(1, np.int32), 1,
                      new_fragment_table(16), np.zeros(CN.N_CAPTURE_COUNTERS, np.int64), np.zeros(1, np.int64),
-                     False, np.zeros((2, 3), np.int64), True)
+                     False, np.zeros((2, 3), np.int64), np.zeros(TN_WORDS, np.int64), True, True)

@@ -18,8 +18,13 @@ import numba
 import numpy as np
 
 from devourer import counters as CN
-from devourer.flow.key import finish64, key_hash, key_word, mix64
+from devourer.flow.key import KEY_VNET, finish64, key_hash, key_word, mix64, vnet_word
 from devourer.packet import layout as L
+from devourer.packet import tunnels as TU
+from devourer.packet.fields import be16 as _be16
+from devourer.packet.fields import be32 as _be32
+from devourer.packet.fields import le64 as _le64
+from devourer.packet.fields import mac as _mac
 
 # libpcap DLT_* values as pcap_datalink() returns them
 DLT_NULL = 0
@@ -38,41 +43,14 @@ SUPPORTED_DATALINKS = {
     DLT_IPV4: "raw IPv4", DLT_IPV6: "raw IPv6", DLT_LINUX_SLL2: "Linux cooked v2 (SLL2)",
 }
 
-ETH_IPV4 = 0x0800
-ETH_IPV6 = 0x86DD
+ETH_IPV4 = TU.ETH_IPV4
+ETH_IPV6 = TU.ETH_IPV6
 
 FRAG_SLOTS = 1 << 14  # first fragments remembered at once
 FRAG_WORDS = 8
 FRAG_PROBE = 8
 FRAG_TTL_US = 60_000_000  # a first fragment older than this no longer adopts later ones
 MAX_IPV6_EXT_HEADERS = 16
-
-
-@numba.njit(cache=True, inline="always")
-def _be16(b, p):
-    return (np.int64(b[p]) << 8) | np.int64(b[p + 1])
-
-
-@numba.njit(cache=True, inline="always")
-def _be32(b, p):
-    return (np.int64(b[p]) << 24) | (np.int64(b[p + 1]) << 16) | (np.int64(b[p + 2]) << 8) | np.int64(b[p + 3])
-
-
-@numba.njit(cache=True, inline="always")
-def _mac(b, p):
-    v = np.uint64(0)
-    for k in range(6):
-        v = (v << np.uint64(8)) | np.uint64(b[p + k])
-    return v | L.MAC_PRESENT
-
-
-@numba.njit(cache=True, inline="always")
-def _le64(b, p, n):
-    """Little-endian u64 from n (<= 8) bytes at p, zero-padded."""
-    v = np.uint64(0)
-    for k in range(n):
-        v |= np.uint64(b[p + k]) << np.uint64(8 * k)
-    return v
 
 
 @numba.njit(cache=True)
@@ -118,27 +96,35 @@ def _dns_query(data, msg, end):
 
 
 @numba.njit(cache=True, inline="always")
+def _ethernet(data, p, end):
+    """An Ethernet header at p with any number of 802.1Q/802.1ad tags: (EtherType or -1, offset after it,
+    source MAC, destination MAC, outermost VLAN id)."""
+    if p + 14 > end:
+        return np.int64(-1), p, np.uint64(0), np.uint64(0), np.int64(0)
+    vlan = np.int64(0)
+    dmac = _mac(data, p)
+    smac = _mac(data, p + 6)
+    etype = _be16(data, p + 12)
+    q = p + 14
+    while (etype == 0x8100 or etype == 0x88A8 or etype == 0x9100) and q + 4 <= end:
+        if vlan == 0:
+            vlan = _be16(data, q) & 0xFFF
+        etype = _be16(data, q + 2)
+        q += 4
+    return etype, q, smac, dmac, vlan
+
+
+@numba.njit(cache=True, inline="always")
 def _link_layer(data, p, cap, end, datalink):
     """The link header at p: (ethertype or -1 when not IP, network header offset, source MAC, destination MAC,
-    outermost VLAN id). Ethernet takes any number of 802.1Q/802.1ad tags; raw IP and loopback say their
-    version in the first nibble."""
+    outermost VLAN id). Raw IP and loopback say their version in the first nibble."""
     smac = np.uint64(0)
     dmac = np.uint64(0)
     vlan = np.int64(0)
     etype = np.int64(-1)
     q = p
     if datalink == DLT_EN10MB:
-        if cap < 14:
-            return np.int64(-1), q, smac, dmac, vlan
-        dmac = _mac(data, p)
-        smac = _mac(data, p + 6)
-        etype = _be16(data, p + 12)
-        q = p + 14
-        while (etype == 0x8100 or etype == 0x88A8 or etype == 0x9100) and q + 4 <= end:
-            if vlan == 0:
-                vlan = _be16(data, q) & 0xFFF
-            etype = _be16(data, q + 2)
-            q += 4
+        return _ethernet(data, p, end)
     elif datalink == DLT_LINUX_SLL:
         if cap >= 16:
             etype = _be16(data, p + 14)
@@ -211,6 +197,120 @@ def _ipv6(data, q, end):
     return True, nh, q + 8, q + 24, np.int64(16), l4, 40 + _be16(data, q + 4), frag_off, more_frags, ip_id
 
 
+# the tunnel of the layer a packet is keyed on, as ``_innermost`` leaves it in its scratch array
+TN_TYPE = 0  # packet.tunnels T_*, T_NONE when the packet was not in a tunnel
+TN_ID = 1  # the tunnel's id, -1 when it has none
+TN_KEYED = 2  # 1: the id names a virtual network and is part of the flow key
+TN_OUTER_SRC = 3  # offset of the outer source address in the packet, -1 when no IP header is outside
+TN_OUTER_DST = 4
+TN_OUTER_V6 = 5
+TN_DEPTH = 6  # tunnels opened
+TN_WORDS = 8
+
+
+@numba.njit(cache=True, inline="always")
+def _ip(data, q, end, v6):
+    return _ipv6(data, q, end) if v6 else _ipv4(data, q, end)
+
+
+@numba.njit(cache=True, inline="always")
+def _open_in_ip(data, l4, ip_end, proto, v6):
+    """The tunnel an IP datagram's payload at l4 opens: (next EtherType or -1, offset, id, type)."""
+    if proto == 4 or proto == 41:
+        return (np.int64(ETH_IPV4 if proto == 4 else ETH_IPV6), l4, np.int64(-1),
+                TU.ip_in_ip_type(v6, proto == 41))
+    if proto == 47:
+        return TU.gre(data, l4, ip_end)
+    none = (np.int64(-1), l4, np.int64(-1), np.int64(TU.T_NONE))
+    if proto != 17 or l4 + 8 > ip_end:
+        return none
+    sport = _be16(data, l4)
+    dport = _be16(data, l4 + 2)
+    if _name_port(sport) or _name_port(dport):
+        return none
+    port = TU.udp_tunnel_port(sport, dport)
+    if port == TU.PORT_VXLAN:
+        nxt, at, tid = TU.vxlan(data, l4 + 8, ip_end)
+        return nxt, at, tid, np.int64(TU.T_VXLAN)
+    if port == TU.PORT_GENEVE:
+        nxt, at, tid = TU.geneve(data, l4 + 8, ip_end)
+        return nxt, at, tid, np.int64(TU.T_GENEVE)
+    if port == TU.PORT_GTPU:
+        nxt, at, tid = TU.gtpu(data, l4 + 8, ip_end)
+        return nxt, at, tid, np.int64(TU.T_GTPU)
+    if port == TU.PORT_L2TP:
+        nxt, at, tid = TU.l2tp(data, l4 + 8, ip_end)
+        return nxt, at, tid, np.int64(TU.T_L2TP)
+    return none
+
+
+@numba.njit(cache=True, inline="always")
+def _innermost(data, end, etype, q, smac, dmac, vlan, decap, tun, counters):
+    """From the network layer at (etype, q) in, the IP layer the packet is keyed on: the innermost one
+    reached through the tunnels ``packet.tunnels`` opens (with decap; at most MAX_TUNNELS of them), or the
+    layer outside a tunnel whose payload is not IP. Returns (EtherType, offset, source MAC, destination MAC,
+    VLAN) of that layer, -1 as EtherType when there is none, and ``_ipv4``'s tuple for it (not well formed:
+    malformed). Its tunnel is left in ``tun`` (TN_*)."""
+    tun[TN_TYPE] = TU.T_NONE
+    tun[TN_DEPTH] = 0
+    f_etype, f_q, f_smac, f_dmac, f_vlan = np.int64(-1), q, smac, dmac, vlan
+    f_ip = (False, np.int64(0), q, q, np.int64(4), q, np.int64(0), np.int64(0), False, np.int64(0))
+    p_type, p_id, p_keyed, p_src, p_dst, p_v6 = np.int64(0), np.int64(-1), False, np.int64(-1), np.int64(-1), False
+    for _ in range(4 * TU.MAX_TUNNELS + 4):  # a header a step: bounded whatever the packet says
+        if etype == ETH_IPV4 or etype == ETH_IPV6:
+            v6 = etype == ETH_IPV6
+            ip = _ip(data, q, end, v6)
+            if not ip[0]:
+                return etype, q, smac, dmac, vlan, ip
+            f_etype, f_q, f_smac, f_dmac, f_vlan, f_ip = etype, q, smac, dmac, vlan, ip
+            if p_type != TU.T_NONE:  # the tunnel opened on the way carries IP: it is this layer's
+                tun[TN_TYPE] = p_type
+                tun[TN_ID] = p_id
+                tun[TN_KEYED] = 1 if p_keyed else 0
+                tun[TN_OUTER_SRC] = p_src
+                tun[TN_OUTER_DST] = p_dst
+                tun[TN_OUTER_V6] = 1 if p_v6 else 0
+                tun[TN_DEPTH] += 1
+                p_type = TU.T_NONE
+            if not decap:
+                break
+            if ip[7] != 0:  # a later fragment: what it carries is not known here
+                if ip[1] == 4 or ip[1] == 41 or ip[1] == 47:
+                    counters[CN.C_TUNNEL_CLOSED] += 1
+                break
+            ip_end = min(end, q + ip[6]) if ip[6] > 0 else end
+            nxt, at, tid, ttype = _open_in_ip(data, ip[5], ip_end, ip[1], v6)
+            if ttype == TU.T_NONE or nxt < 0:
+                break
+            if ip[8] or tun[TN_DEPTH] >= TU.MAX_TUNNELS:  # a first fragment, or one tunnel too many
+                counters[CN.C_TUNNEL_CLOSED] += 1
+                break
+            p_type, p_id, p_src, p_dst, p_v6 = ttype, tid, ip[2], ip[3], v6
+            p_keyed = ttype == TU.T_VXLAN or ttype == TU.T_GENEVE or (ttype == TU.T_GRE and tid >= 0)
+            etype, q, end = nxt, at, ip_end
+        elif decap and etype == TU.ETH_TEB:  # the Ethernet frame a tunnel carries
+            etype, q, smac, dmac, inner_vlan = _ethernet(data, q, end)
+            if vlan == 0:
+                vlan = inner_vlan
+        elif decap and (etype == TU.ETH_PPPOE_SESSION or etype == TU.ETH_MPLS or etype == TU.ETH_MPLS_MULTICAST):
+            if tun[TN_DEPTH] >= TU.MAX_TUNNELS:
+                counters[CN.C_TUNNEL_CLOSED] += 1
+                break
+            pppoe = etype == TU.ETH_PPPOE_SESSION
+            nxt, at, tid = TU.pppoe(data, q, end) if pppoe else TU.mpls(data, q, end)
+            if nxt < 0:
+                break
+            p_type, p_id, p_keyed = np.int64(TU.T_PPPOE if pppoe else TU.T_MPLS), tid, pppoe
+            if f_etype >= 0:  # the IP header outside, if any, is the tunnel's outer one
+                p_src, p_dst, p_v6 = f_ip[2], f_ip[3], f_etype == ETH_IPV6
+            else:
+                p_src, p_dst, p_v6 = np.int64(-1), np.int64(-1), False
+            etype, q = nxt, at
+        else:
+            break
+    return f_etype, f_q, f_smac, f_dmac, f_vlan, f_ip
+
+
 @numba.njit(cache=True, inline="always")
 def _transport(data, l4, end, proto):
     """Ports (TCP, UDP, SCTP, UDP-Lite, DCCP) or ICMP type/code at l4: (well formed, source port, destination
@@ -280,9 +380,9 @@ def _sent_by_b(data, saddr, daddr, alen, sport, dport):
 
 @numba.njit(cache=True, inline="always")
 def _write_record(rec8, rec16, rec32, rec64, out, data, aa, ab, alen, ts, clk, wl, pa, pb, vlan, proto, from_b,
-                  v6, tflags, itype, icode, smac, dmac):
-    """Packet record ``out`` (layout in ``packet.layout``) for endpoints A at aa and B at ab; returns its key
-    hash (``flow.key``)."""
+                  v6, tflags, itype, icode, smac, dmac, tun):
+    """Packet record ``out`` (layout in ``packet.layout``) for endpoints A at aa and B at ab, in the tunnel
+    ``tun`` (TN_*); returns its key hash (``flow.key``)."""
     for k in range(16, 48):
         rec8[out, k] = 0
     for k in range(alen):
@@ -295,15 +395,34 @@ def _write_record(rec8, rec16, rec32, rec64, out, data, aa, ab, alen, ts, clk, w
     rec16[out, L.H_PORT_B] = pb
     rec16[out, L.H_VLAN] = vlan
     rec8[out, L.B_PROTO] = proto
-    rec8[out, L.B_FLAGS] = (L.FLAG_FROM_B if from_b else 0) | (L.FLAG_V6 if v6 else 0)
+    flags = (L.FLAG_FROM_B if from_b else 0) | (L.FLAG_V6 if v6 else 0)
     rec8[out, L.B_TCP_FLAGS] = tflags
     rec8[out, L.B_ICMP_TYPE] = itype
     rec8[out, L.B_ICMP_CODE] = icode
-    rec8[out, 71] = 0
     rec64[out, L.W_SRC_MAC] = smac
     rec64[out, L.W_DST_MAC] = dmac
+    for w in range(L.W_OUTER_SRC, L.W_OUTER_SRC + 5):
+        rec64[out, w] = 0
+    ttype = tun[TN_TYPE]
+    rec8[out, L.B_TUNNEL] = ttype
+    vnet = np.uint64(0)
+    if ttype != TU.T_NONE:
+        rec8[out, L.B_DEPTH] = tun[TN_DEPTH]
+        if tun[TN_ID] >= 0:
+            rec32[out, L.D_TUNNEL_ID] = tun[TN_ID]
+            flags |= L.FLAG_TUNNEL_ID
+            if tun[TN_KEYED]:
+                flags |= L.FLAG_KEYED
+                vnet = vnet_word(ttype, tun[TN_ID])
+        if tun[TN_OUTER_SRC] >= 0:
+            flags |= L.FLAG_OUTER_IP | (L.FLAG_OUTER_V6 if tun[TN_OUTER_V6] else 0)
+            for k in range(16 if tun[TN_OUTER_V6] else 4):
+                rec8[out, L.W_OUTER_SRC * 8 + k] = data[tun[TN_OUTER_SRC] + k]
+                rec8[out, L.W_OUTER_DST * 8 + k] = data[tun[TN_OUTER_DST] + k]
+    rec8[out, L.B_FLAGS] = flags
+    keyw = key_word(pa, pb, vlan, proto, v6) | (KEY_VNET if vnet != 0 else np.uint64(0))
     h = key_hash(rec64[out, L.W_ADDR_A], rec64[out, L.W_ADDR_A + 1], rec64[out, L.W_ADDR_B],
-                 rec64[out, L.W_ADDR_B + 1], key_word(pa, pb, vlan, proto, v6))
+                 rec64[out, L.W_ADDR_B + 1], keyw, vnet)
     rec64[out, L.W_HASH] = h
     return h
 
@@ -328,13 +447,14 @@ def _name_payload(data, q, end, l4, ip_len, proto, sport, dport):
 
 @numba.njit(cache=True)
 def decode_batch(data, meta, wire, datalink, snaplen, rec8, rec16, rec32, rec64, worker_of, n_workers,
-                 frag, counters, clock, want_names, cand, frag_only=False):
+                 frag, counters, clock, want_names, cand, tun, decap=True, frag_only=False):
     """Decode one batch. Returns the number of records written to rec*/worker_of.
 
     data: packet bytes (uint8), meta: (n, 4) uint32 rows (sec, usec, offset, caplen);
     wire: wire lengths per packet, or an empty array when the source has none;
     rec8/16/32/64: views of one (n, RECORD_BYTES) buffer; frag: fragment table;
-    counters: capture counters (``counters.C_*``); clock: [running max ts_us].
+    counters: capture counters (``counters.C_*``); clock: [running max ts_us]; tun: TN_WORDS int64 of
+    scratch; decap: open tunnels (``--decapsulate auto``).
     With want_names, packets that may carry names (``_name_payload``) are listed in cand: (n, 3) int64 rows of
     (record index, payload offset in data, payload length); cand[n, 0] holds the count.
     With frag_only, only the clock and the fragment table are brought up to date (a chunk's planning:
@@ -354,15 +474,13 @@ def decode_batch(data, meta, wire, datalink, snaplen, rec8, rec16, rec32, rec64,
         if ts > clk:
             clk = ts
         etype, q, smac, dmac, vlan = _link_layer(data, p, cap, end, datalink)
+        etype, q, smac, dmac, vlan, ip = _innermost(data, end, etype, q, smac, dmac, vlan, decap, tun, counters)
         if etype != ETH_IPV4 and etype != ETH_IPV6:
             counters[CN.C_NON_IP] += 1
             counters[CN.C_BYTES] += wl if has_wire else cap
             continue
         v6 = etype == ETH_IPV6
-        if v6:
-            ok, proto, saddr, daddr, alen, l4, ip_len, frag_off, more_frags, ip_id = _ipv6(data, q, end)
-        else:
-            ok, proto, saddr, daddr, alen, l4, ip_len, frag_off, more_frags, ip_id = _ipv4(data, q, end)
+        ok, proto, saddr, daddr, alen, l4, ip_len, frag_off, more_frags, ip_id = ip
         if not ok:
             counters[CN.C_MALFORMED] += 1
             counters[CN.C_BYTES] += wl if has_wire else cap
@@ -395,9 +513,11 @@ def decode_batch(data, meta, wire, datalink, snaplen, rec8, rec16, rec32, rec64,
         else:
             pa, pb, aa, ab = sport, dport, saddr, daddr
         h = _write_record(rec8, rec16, rec32, rec64, out, data, aa, ab, alen, ts, clk, wl, pa, pb, vlan, proto,
-                          from_b, v6, tflags, itype, icode, smac, dmac)
+                          from_b, v6, tflags, itype, icode, smac, dmac, tun)
         worker_of[out] = np.int32(((h >> np.uint64(32)) * np.uint64(n_workers)) >> np.uint64(32))
         counters[CN.C_BYTES] += wl
+        if tun[TN_TYPE] != TU.T_NONE:
+            counters[CN.C_TUNNELLED] += 1
         if want_names and frag_off == 0:
             pay, ip_end = _name_payload(data, q, end, l4, ip_len, proto, sport, dport)
             if pay >= 0:
@@ -438,7 +558,8 @@ def new_fragment_table(slots: int = FRAG_SLOTS) -> np.ndarray:
 class BatchDecoder:
     """Owns the output buffers and fragment table of one capture process."""
 
-    def __init__(self, batch_packets: int, n_workers: int, counters: np.ndarray, want_names: bool = False):
+    def __init__(self, batch_packets: int, n_workers: int, counters: np.ndarray, want_names: bool = False,
+                 decapsulate: bool = True):
         self.records = L.empty_records(batch_packets)
         self._r16 = self.records.view(np.uint16)
         self._r32 = self.records.view(np.uint32)
@@ -454,6 +575,8 @@ class BatchDecoder:
         self.name_slots = np.zeros((batch_packets if want_names else 1, L.NAME_SLOT_BYTES), np.uint8)
         self._data = None
         self._batch_n = 0
+        self.decapsulate = decapsulate
+        self._tunnel = np.zeros(TN_WORDS, np.int64)
 
     def decode(self, data: bytes, meta: bytes, wire, datalink: int, snaplen: int) -> int:
         buf = np.frombuffer(data, np.uint8)
@@ -465,7 +588,8 @@ class BatchDecoder:
         cand = self.candidates[: m.shape[0] + 1]
         return decode_batch(buf, m, self._no_wire if wire is None else wire, datalink, snaplen,
                             self.records, self._r16, self._r32, self._r64, self.worker_of,
-                            self.n_workers, self.frag, self.counters, self.clock, self.want_names, cand)
+                            self.n_workers, self.frag, self.counters, self.clock, self.want_names, cand,
+                            self._tunnel, self.decapsulate)
 
     def name_packets(self) -> np.ndarray:
         """Resolver-ring slots for the name candidates of the batch just decoded."""

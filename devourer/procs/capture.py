@@ -4,7 +4,8 @@
 file, a file that is not a capture, an unknown interface or missing privileges
 is reported at once as one line (and the handles are inherited by the forked
 capture process). ``CaptureLoop`` is the core: read a batch (classic pcap files
-straight from a window of the file, ``packet.chunks``; pcapng, pipes and
+straight from a window of the file, ``packet.chunks``; pipes and compressed
+files from a window of the stream, ``packet.streams``; pcapng files and
 interfaces with pcapy-ng ``next_batch``), decode it (``packet.decode``), split
 the records by worker and copy each worker's share into its ring, one copy per
 worker per batch.
@@ -31,9 +32,11 @@ from devourer.counters import CTL_ABORT, CTL_STOP
 from devourer.errors import EXIT_DAMAGED, EXIT_OK, DamagedCaptureError, SourceError, UsageError
 from devourer.packet import layout as L
 from devourer.ipc.ordered import end_marker
+from devourer.packet.bpf import compile_filter, live_kernel_filter, run_filter
 from devourer.packet.capfile import RecordWalker
 from devourer.packet.chunks import ChunkReader, chunkable
 from devourer.packet.decode import SUPPORTED_DATALINKS, BatchDecoder
+from devourer.packet.streams import STREAM_ERRORS, Stream, StreamReader, is_stream
 from devourer.privileges import raise_capture_capabilities
 from devourer.procs.common import run_child
 from devourer.procs.planner import next_chunk
@@ -44,7 +47,7 @@ if TYPE_CHECKING:
     from devourer.engine.topology import Topology
 
 LIVE_TIMEOUT_MS = 100
-PIPE_BATCH_PACKETS = 64  # a pipe blocks mid-batch; small batches keep what was read moving
+_NO_WIRE = np.zeros(0, np.uint32)  # a batch without wire lengths: the filter's len is the captured length
 IDLE_CLOCK_AFTER_S = 1.0  # live: with no packets for this long, packet time advances with the wall clock
 KERNEL_STATS_EVERY_S = 1.0
 
@@ -59,7 +62,8 @@ class Source:
     snaplen: int
     live: bool
     path: str | None = None
-    bpf: object | None = None  # compiled filter applied per packet when replaying files
+    bpf: np.ndarray | None = None  # --bpf's program (``packet.bpf``), run on every packet capture reads
+    stream: StreamReader | None = None  # a pipe or a compressed file (``packet.streams``); handle is None
 
 
 def _damage_message(src: "Source", offset: int, reason: str) -> str:
@@ -78,20 +82,43 @@ def open_file(path: str, settings: Settings) -> Source:
         raise SourceError(f"capture file {path}: is a directory")
     if path != "-" and not os.access(path, os.R_OK):
         raise SourceError(f"capture file {path}: permission denied")
+    if is_stream(path):
+        return _open_stream(path, settings)
     try:
         handle = pcapy.open_offline(path)
     except pcapy.PcapError as e:
         raise SourceError(f"capture file {path}: {_pcap_reason(e)}") from None
-    datalink = handle.datalink()
+    datalink = _supported(path, handle.datalink())
+    return Source(path, handle, datalink, 262144, False, path=path, bpf=_file_filter(datalink, settings))
+
+
+def _open_stream(path: str, settings: Settings) -> Source:
+    """A pipe or a compressed file: its header is read now (from a pipe, this waits for the writer)."""
+    name = "stdin" if path == "-" else path
+    try:
+        stream = Stream(path)
+    except OSError as e:
+        raise SourceError(f"capture file {name}: {e.strerror or e}") from None
+    try:
+        reader = StreamReader(stream, settings.batch_packets)
+    except (ValueError, *STREAM_ERRORS) as e:
+        stream.close()
+        what = f"{stream.compression} data, " if stream.compression else ""
+        raise SourceError(f"capture file {name}: {what}{e}") from None
+    datalink = _supported(name, reader.datalink)
+    return Source(path, None, datalink, 262144, False, path=path, bpf=_file_filter(datalink, settings),
+                  stream=reader)
+
+
+def _supported(name: str, datalink: int) -> int:
     if datalink not in SUPPORTED_DATALINKS:
-        raise SourceError(f"capture file {path}: unsupported link type {datalink}")
-    bpf = None
-    if settings.bpf:
-        try:
-            bpf = pcapy.compile(datalink, settings.snaplen, settings.bpf, 1, 0)
-        except pcapy.PcapError as e:
-            raise UsageError(f"invalid --bpf filter {settings.bpf!r}: {_pcap_reason(e)}") from None
-    return Source(path, handle, datalink, 262144, False, path=path, bpf=bpf)
+        raise SourceError(f"capture file {name}: unsupported link type {datalink}")
+    return datalink
+
+
+def _file_filter(datalink: int, settings: Settings):
+    """--bpf compiled for replaying a file of this link type (applied per packet), or None."""
+    return compile_filter(datalink, settings.snaplen, settings.bpf) if settings.bpf else None
 
 
 # pcap_activate() status codes (pcapy-ng returns them instead of raising)
@@ -133,12 +160,19 @@ def open_interface(name: str, settings: Settings, fanout_group: int | None = Non
         except (pcapy.PcapError, OSError) as e:
             raise SourceError(f"interface {name}: cannot share it between --readers (PACKET_FANOUT): "
                               f"{_pcap_reason(e)}") from None
+    program = None
     if settings.bpf:
+        program = compile_filter(datalink, settings.snaplen, settings.bpf)  # a bad expression: one line, exit 2
+        kernel = settings.bpf
+        if settings.resolve_names:  # the kernel passes name packets too; the user's filter decides the flows here
+            kernel = live_kernel_filter(settings.bpf)
+        else:
+            program = None
         try:
-            handle.setfilter(settings.bpf)
+            handle.setfilter(kernel)
         except pcapy.PcapError as e:
             raise UsageError(f"invalid --bpf filter {settings.bpf!r}: {_pcap_reason(e)}") from None
-    return Source(name, handle, datalink, settings.snaplen, True)
+    return Source(name, handle, datalink, settings.snaplen, True, bpf=program)
 
 
 def open_sources(settings: Settings) -> list[Source]:
@@ -167,7 +201,8 @@ class CaptureLoop:
         self.stop_requested = stop_requested
         self.abort_requested = abort_requested
         self.report = report
-        self.decoder = BatchDecoder(settings.batch_packets, len(rings), counters, want_names=name_ring is not None)
+        self.decoder = BatchDecoder(settings.batch_packets, len(rings), counters, want_names=name_ring is not None,
+                                    decapsulate=settings.decapsulate)
         self.damaged = False
         # --count: packets still to read (those --bpf keeps), None without a limit; with several readers, those
         # left of the chunk being read (the planner cut the last chunk at the count)
@@ -223,22 +258,19 @@ class CaptureLoop:
             raise self._damage
         return self._filtered(src, b"".join(frames), np.array(meta, np.uint32).tobytes(), wire[:len(frames)].copy())
 
-    def _filtered(self, src: Source, data, meta, wire, apply_bpf: bool = True):
+    def _filtered(self, src: Source, data, meta, wire):
         """(data, meta, wire, named) of the batch as the flows see it: the packets --bpf keeps (the others
         counted as filtered), and with --count none past the last one to read (those are not read at all).
         A filter decides what is counted in flows, not what names are learned from: where it rejected some
-        packets and names are learned, ``named`` is (meta, wire) of every packet read, else None. ``apply_bpf``
-        False: the kernel filtered already."""
-        bpf = src.bpf if apply_bpf else None
+        packets and names are learned, ``named`` is (meta, wire) of every packet read, else None."""
+        bpf = src.bpf
         if bpf is None and self.left is None:
             return data, meta, wire, None
         m = np.frombuffer(meta, np.uint32).reshape(-1, 4)
-        if bpf is None:
-            keep = np.ones(m.shape[0], np.bool_)
-        else:
-            packet = (lambda o, c: data[o:o + c]) if isinstance(data, bytes) else (lambda o, c: data[o:o + c].tobytes())
-            keep = np.fromiter((bpf.filter(packet(o, c)) != 0 for o, c in zip(m[:, 2].tolist(), m[:, 3].tolist())),
-                               np.bool_, m.shape[0])
+        keep = np.ones(m.shape[0], np.bool_)
+        if bpf is not None:
+            packets = data if isinstance(data, np.ndarray) else np.frombuffer(data, np.uint8)
+            run_filter(bpf, packets, m, _NO_WIRE if wire is None else wire, keep)
         if self.left is not None:
             kept_so_far = np.cumsum(keep)
             if kept_so_far.shape[0] and kept_so_far[-1] >= self.left:  # the batch holds the last packet to read
@@ -255,49 +287,6 @@ class CaptureLoop:
     def _batch_size(self, wanted: int) -> int:
         """Packets to ask a reader for: no more than --count leaves (--bpf may reject some of them)."""
         return wanted if self.left is None else max(1, min(wanted, self.left))
-
-    def _read_pipe_batch(self, src: Source):
-        """(data, meta, wire) of up to PIPE_BATCH_PACKETS packets from a pipe, or None at its end.
-
-        ``next_batch`` would block until a whole batch arrived and lose it when a
-        signal interrupts the read, so pipes are read a packet at a time (which
-        also gives each packet's wire length). A batch ends early when the pipe
-        has nothing more to read now, so a trickle of packets is not held back."""
-        frames, meta, wire = [], [], []
-        offset = 0
-        fd = src.handle.getfd()
-        while len(frames) < self._batch_size(min(PIPE_BATCH_PACKETS, self.settings.batch_packets)):
-            if self.stop_requested():
-                self._pipe_done = True
-                break
-            if frames and not select.select([fd], [], [], 0)[0]:
-                break  # the writer is slower than us: hand on what we have rather than wait for a full batch
-            try:
-                header, frame = src.handle.next()
-            except pcapy.PcapError as e:
-                if not self.stop_requested():
-                    self.report(f"capture file {src.name}: {_pcap_reason(e)}", "error")
-                    self.damaged = True
-                self._pipe_done = True
-                break
-            if header is None:
-                self._pipe_done = True
-                break
-            sec, usec = header.getts()
-            caplen = header.getcaplen()
-            self.counters[CN.C_INPUT_BYTES] += 16 + caplen
-            if not 0 <= sec <= 0xFFFFFFFF:  # pcapng's 64-bit times reach past 2106 and before 1970: unkeyable
-                self.counters[CN.C_READ] += 1
-                self.counters[CN.C_BYTES] += header.getlen()
-                self.counters[CN.C_MALFORMED] += 1
-                continue
-            frames.append(frame)
-            meta.append((sec, usec, offset, caplen))
-            wire.append(header.getlen())
-            offset += caplen
-        if not frames:
-            return None
-        return b"".join(frames), np.array(meta, np.uint32).tobytes(), np.array(wire, np.uint32)
 
     # ---- dispatch
     def _dispatch(self, n: int, live: bool) -> None:
@@ -362,16 +351,34 @@ class CaptureLoop:
         A decoder of its own, whose counters, clock and fragment table are scratch."""
         if self.names_decoder is None:
             scratch = np.zeros(CN.N_CAPTURE_COUNTERS, np.int64)
-            self.names_decoder = BatchDecoder(self.settings.batch_packets, 1, scratch, want_names=True)
+            self.names_decoder = BatchDecoder(self.settings.batch_packets, 1, scratch, want_names=True,
+                                              decapsulate=self.settings.decapsulate)
         self.names_decoder.decode(data, meta, wire, src.datalink, src.snaplen)
         return self.names_decoder
 
     # ---- loops
     def run_file(self, src: Source) -> None:
-        if chunkable([src.path]) is None:
+        if src.stream is not None:
+            self.run_stream(src)
+        elif chunkable([src.path]) is None:
             self.run_pcap_file(src)
         else:
             self.run_libpcap_file(src)
+
+    def run_stream(self, src: Source) -> None:
+        """A pipe or a compressed file (classic pcap or pcapng), decoded where its packets lie in a window of
+        the stream (``packet.streams``); a stop request ends the wait for a pipe's next bytes."""
+        reader = src.stream
+        reader.window.stopped = lambda: bool(self.stop_requested() or self.abort_requested())
+        try:
+            done = self._read_through(src, reader, counted_from=0)
+            unkeyable = reader.unkeyable  # pcapng times past 2106 (or before 1970): read, but no flow has them
+            self.counters[CN.C_READ] += unkeyable
+            self.counters[CN.C_MALFORMED] += unkeyable
+            if done and (reason := reader.damage()) is not None:
+                raise DamagedCaptureError(_damage_message(src, reader.offset, reason))
+        finally:
+            reader.close()
 
     def run_pcap_file(self, src: Source) -> None:
         """A classic pcap file, decoded where its packets lie in a window of the file: libpcap would copy each
@@ -385,36 +392,22 @@ class CaptureLoop:
             reader.close()
 
     def run_libpcap_file(self, src: Source) -> None:
-        """A pcapng file or a pipe, through libpcap."""
-        walker = RecordWalker(src.path, self.settings.batch_packets) if RecordWalker.supports(src.path) else None
+        """A pcapng file, through libpcap."""
+        walker = RecordWalker(src.path, self.settings.batch_packets)
         files_before = int(self.counters[CN.C_INPUT_BYTES])
-        self._pipe_done = False
         self._packets_done = 0  # packets of this file read through libpcap so far
         self._damage = None  # found by _salvage; raised once the packets before it are handed on
         try:
-            while not self.abort_requested() and self.left != 0:
-                if walker is None:
-                    if self._pipe_done:
-                        break
-                    batch = self._read_pipe_batch(src)
-                    if batch is not None:
-                        batch = self._filtered(src, *batch)
-                elif self.stop_requested():
-                    break
-                else:
-                    batch = self._read_pcapng_batch(src, walker)
+            while not self.abort_requested() and not self.stop_requested() and self.left != 0:
+                batch = self._read_pcapng_batch(src, walker)
                 if batch is None:
-                    if walker is None and not self._pipe_done:
-                        continue  # everything in this batch was filtered
                     break
                 self._replay(src, *batch)
-                if walker is not None:
-                    self.counters[CN.C_INPUT_BYTES] = files_before + walker.position
+                self.counters[CN.C_INPUT_BYTES] = files_before + walker.position
                 if self._damage is not None:
                     raise self._damage
         finally:
-            if walker is not None:
-                walker.close()
+            walker.close()
 
     def run_live(self, src: Source) -> None:
         last_packet_mono = time.monotonic()
@@ -437,12 +430,16 @@ class CaptureLoop:
                     raise DamagedCaptureError(f"interface {src.name}: {_pcap_reason(e)}") from None
             batch_was_full = len(meta) // 16 >= self.settings.batch_packets
             now = time.monotonic()
-            if meta and self.left is not None:
-                data, meta, _, _ = self._filtered(src, data, meta, None, apply_bpf=False)  # the kernel filtered
+            named = None
+            if meta and (src.bpf is not None or self.left is not None):
+                data, meta, _, named = self._filtered(src, data, meta, None)
+            if named is not None:  # the filter rejected name packets the kernel let through for their names
+                self._dispatch_names(live=True, decoder=self._names_of(src, data, *named))
             if meta:
                 n = self.decoder.decode(data, meta, None, src.datalink, src.snaplen)
                 self._dispatch(n, live=True)
-                self._dispatch_names(live=True)
+                if named is None:
+                    self._dispatch_names(live=True)
                 last_packet_mono = now
                 last_packet_clock = int(self.decoder.clock[0])
             elif last_packet_clock and now - last_packet_mono > IDLE_CLOCK_AFTER_S:

@@ -50,7 +50,7 @@ def deal(settings: Settings, sources: list["Source"], topo: "Topology", report) 
         return False
 
     for item in plan([s.path for s in sources], [s.datalink for s in sources], settings.chunk_packets,
-                     settings.batch_packets):
+                     settings.batch_packets, settings.decapsulate):
         if isinstance(item, Damage):
             report(f"capture file {sources[item.source].name} is damaged at byte {item.offset} (a record is "
                    "cut short or impossible); every complete packet before it was counted", "error")

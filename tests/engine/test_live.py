@@ -393,3 +393,45 @@ def test_sigterm_on_a_silent_link_stops_at_once(veth, tmp_path):
     assert proc.returncode == 0, err
     assert "summary: 0 packets read" in err
     assert took < 5, f"SIGTERM took {took:.1f} s on a silent link"
+
+
+def test_a_live_filter_decides_the_flows_not_the_names(veth, tmp_path, no_shm_leftovers):
+    """Live with --bpf tcp: the kernel passes the DNS answer too (the name ports), capture counts it as
+    filtered, and its name is on the TCP flow; no UDP flow is written."""
+    from scapy.compat import raw
+    from scapy.layers.dns import DNS, DNSQR, DNSRR
+
+    ns, iface = veth
+
+    def send():
+        dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        dns.bind((HOST_ADDR, 53))
+        tcp_server = socket.create_server((HOST_ADDR, TCP_PORT))
+        try:
+            asker = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c",
+                                      f"import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
+                                      f"s.sendto(bytes.fromhex('{raw(DNS(id=9, rd=1, qd=DNSQR(qname='web.live.test'))).hex()}'),"
+                                      f"('{HOST_ADDR}',53))\ns.settimeout(10)\ns.recv(512)"])
+            query, peer = dns.recvfrom(512)
+            dns.sendto(raw(DNS(id=9, qr=1, aa=1, qd=DNSQR(qname="web.live.test"),
+                               an=DNSRR(rrname="web.live.test", type="A", rdata=HOST_ADDR, ttl=600))), peer)
+            asker.wait(timeout=30)
+            client = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c",
+                                       f"import socket\nc=socket.create_connection(('{HOST_ADDR}',{TCP_PORT}))\n"
+                                       "c.sendall(b'x'*100)\nc.close()"])
+            conn, _ = tcp_server.accept()
+            while conn.recv(65536):
+                pass
+            conn.close()
+            client.wait(timeout=30)
+        finally:
+            dns.close()
+            tcp_server.close()
+
+    proc, err, _, live, _ = _live_beside_tcpdump(tmp_path, iface, ["--bpf", "tcp"], "dvr-capture", send)
+    assert proc.returncode == 0, err
+    assert not [r for r in live if r["protocol"] != "tcp"]
+    (tcp,) = [r for r in live if r["dst"]["port"] == TCP_PORT]
+    assert tcp["dst"]["names"] == ["web.live.test"]
+    counts = summary_counts(err)
+    assert counts["filtered"] >= 2 and packets_add_up(counts)  # the query and the answer

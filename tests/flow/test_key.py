@@ -14,7 +14,8 @@ from devourer.flow.table import FlowTable
 from devourer.names.table import addr_key
 from devourer.packet import layout as L
 from devourer.packet.decode import DLT_EN10MB, BatchDecoder
-from tests.pcapbuild import ethernet, ipv4, ipv6, tcp, udp
+from devourer.packet.tunnels import T_VXLAN
+from tests.pcapbuild import ethernet, ipv4, ipv6, tcp, udp, vxlan
 
 v4 = st.integers(0, 2**32 - 1).map(lambda n: str(ipaddress.IPv4Address(n)))
 v6 = st.integers(0, 2**128 - 1).map(lambda n: str(ipaddress.IPv6Address(n)))
@@ -30,19 +31,26 @@ def _decode(frame: bytes) -> np.ndarray:
 
 
 @given(family=st.sampled_from([4, 6]), data=st.data(), pa=ports, pb=ports, proto=st.sampled_from([6, 17]),
-       vlan=st.none() | st.integers(1, 4094))
-def test_capture_table_and_key_agree_on_the_hash_of_any_key(family, data, pa, pb, proto, vlan):
+       vlan=st.none() | st.integers(1, 4094), vni=st.none() | st.integers(0, 2**24 - 1))
+def test_capture_table_and_key_agree_on_the_hash_of_any_key(family, data, pa, pb, proto, vlan, vni):
     addresses = v4 if family == 4 else v6
     a, b = data.draw(addresses), data.draw(addresses)
     l4 = (tcp if proto == 6 else udp)(pa, pb)
     ip = ipv4(a, b, proto, l4) if family == 4 else ipv6(a, b, proto, l4)
-    record = _decode(ethernet("02:00:00:00:00:01", "02:00:00:00:00:02", 0x0800 if family == 4 else 0x86DD, ip,
-                              vlan=vlan))
+    frame = ethernet("02:00:00:00:00:01", "02:00:00:00:00:02", 0x0800 if family == 4 else 0x86DD, ip, vlan=vlan)
+    if vni is not None:  # the same flow inside a VXLAN: its VNI is part of the key
+        frame = ethernet("02:00:00:00:01:01", "02:00:00:00:01:02", 0x0800,
+                         ipv4("192.0.2.1", "192.0.2.2", 17, udp(40000, 4789, vxlan(vni, frame))))
+    record = _decode(frame)
     r64, r16, r8 = record.view(np.uint64)[0], record.view(np.uint16)[0], record[0]
     word = np.uint64(K.key_word(r16[L.H_PORT_A], r16[L.H_PORT_B], r16[L.H_VLAN], r8[L.B_PROTO], family == 6))
+    vnet = np.uint64(0)
+    if vni is not None:
+        word |= K.KEY_VNET
+        vnet = np.uint64(K.vnet_word(T_VXLAN, vni))
     assert int(word) | 1 << 63 == K.key_word_of(int(r16[L.H_PORT_A]), int(r16[L.H_PORT_B]), vlan or 0, proto,
-                                                family == 6)
-    expected = K.key_hash(r64[L.W_ADDR_A], r64[L.W_ADDR_A + 1], r64[L.W_ADDR_B], r64[L.W_ADDR_B + 1], word)
+                                                family == 6, vni is not None)
+    expected = K.key_hash(r64[L.W_ADDR_A], r64[L.W_ADDR_A + 1], r64[L.W_ADDR_B], r64[L.W_ADDR_B + 1], word, vnet)
     assert r64[L.W_HASH] == expected
     rows = []
     table = FlowTable(10**9, 0, 10, rows.append)

@@ -15,8 +15,9 @@ differences named and checked rather than skipped:
   tshark's name and type lists, which slips when SRV/TXT/NSEC records come first,
   so mDNS is compared by the addresses named and by the set of names, not pairs;
   devourer also reads A/AAAA records tshark's lists lose in additional sections.
-* Names inside ICMP errors (``zeek__icmp-destunreach-udp.pcap``) and inside PPPoE
-  (``dpkt__nb6-http.pcap``, whose flows are not plain either) are not read.
+* Names inside ICMP errors (``zeek__icmp-destunreach-udp.pcap``) are not read;
+  names inside tunnels are (``dpkt__nb6-http.pcap``: every name packet is inside
+  PPPoE).
 """
 
 import re
@@ -29,7 +30,6 @@ from tests.conftest import DEVOURER, PCAPS, REFERENCE, REPO, corpus_files
 SERVICE = re.compile(r"\._(tcp|udp)\.")
 NOT_READ = {
     "zeek__icmp-destunreach-udp.pcap": "the only DNS answer is quoted inside an ICMP error",
-    "dpkt__nb6-http.pcap": "every name packet is inside PPPoE",
 }
 
 

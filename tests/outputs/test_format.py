@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from devourer.flow import record as R
 from devourer.flow.key import key_word_of
 from devourer.outputs.format import RecordFormatter
+from devourer.packet.tunnels import TUNNEL_NAMES
 
 
 def row(first_us=1_736_937_000_123_456, proto=6, sport=52431, dport=443, src_is_b=False):
@@ -85,6 +86,17 @@ def _expected(r: np.ndarray) -> dict:
         return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
     tcp, icmp = proto == 6, proto in (1, 58)
+    tunnel = None
+    if state & R.ST_TUNNEL:
+        t = [int(w) for w in r[R.F_TUNNEL:R.F_TUNNEL + R.TUNNEL_WORDS]]
+        info, vnet, ids = t[R.U_INFO], t[R.U_VNET], t[R.U_IDS]
+        outer_v6 = bool(info & R.INFO_OUTER_V6)
+        outer = [R.format_addr(r[R.F_TUNNEL + at:R.F_TUNNEL + at + 2].tobytes(), outer_v6)
+                 if info & R.INFO_OUTER_IP else None for at in (R.U_OUTER_A, R.U_OUTER_B)]
+        side_id = [ids & 0xFFFFFFFF if info & R.INFO_A_ID else None, ids >> 32 if info & R.INFO_B_ID else None]
+        tunnel = {"type": TUNNEL_NAMES.get(info & 0xFF, "unknown"), "id": vnet & 0xFFFFFFFF if vnet else None,
+                  "src_id": side_id[s], "dst_id": side_id[d], "src": outer[s], "dst": outer[d],
+                  "depth": (info >> R.INFO_DEPTH_SHIFT) & 0xFF}
     return {
         "protocol": {6: "tcp", 17: "udp", 1: "icmp4", 58: "icmp6"}.get(proto, str(proto)),
         "src": {"addr": addr[s], "port": port[s], "hw_addr": mac[s], "names": []},
@@ -95,7 +107,7 @@ def _expected(r: np.ndarray) -> dict:
         "end_reason": R.END_REASONS.get(int(r[R.F_END]), "unknown"),
         "vlan": vlan or None, "src_tcp_flags": flags[s] if tcp else None, "dst_tcp_flags": flags[d] if tcp else None,
         "icmp_type": (state >> 24) & 0xFF if icmp else None, "icmp_code": (state >> 32) & 0xFF if icmp else None,
-        "sensor": "s",
+        "tunnel": tunnel, "sensor": "s",
     }
 
 
@@ -113,10 +125,11 @@ _addr_words = st.one_of(
 @given(a=_addr_words, b=_addr_words, ports=st.tuples(st.integers(0, 65535), st.integers(0, 65535)),
        vlan=st.integers(0, 4095), proto=st.sampled_from([6, 17, 1, 58, 47, 132, 0, 255]), v6=st.booleans(),
        first=st.integers(0, 253402300799_999_999), span=st.integers(0, 10**12),
-       counts=st.lists(_u64, min_size=4, max_size=4), macs=st.tuples(_u64, _u64), state=st.integers(0, 2**40 - 1),
-       end=st.integers(0, 6))
+       counts=st.lists(_u64, min_size=4, max_size=4), macs=st.tuples(_u64, _u64), state=st.integers(0, 2**41 - 1),
+       end=st.integers(0, 6), tunnel=st.tuples(st.integers(0, 2**41 - 1) | st.just(0), st.integers(0, 2**24 - 1),
+                                               _u64, _addr_words, _addr_words))
 def test_every_field_matches_an_independent_rendering(a, b, ports, vlan, proto, v6, first, span, counts, macs,
-                                                      state, end):
+                                                      state, end, tunnel):
     r = np.zeros(R.FLOW_WORDS, np.uint64)
     r[0:2], r[2:4] = a, b
     r[R.F_KEY] = key_word_of(ports[0], ports[1], vlan, proto, v6)
@@ -125,6 +138,10 @@ def test_every_field_matches_an_independent_rendering(a, b, ports, vlan, proto, 
     r[R.F_A_BYTES], r[R.F_B_BYTES], r[R.F_A_PKTS], r[R.F_B_PKTS] = counts
     r[R.F_MAC_A], r[R.F_MAC_B] = macs[0] & 0x8000FFFFFFFFFFFF, macs[1] & 0x8000FFFFFFFFFFFF
     r[R.F_STATE], r[R.F_END] = state, end
+    vnet, info, ids, outer_a, outer_b = tunnel  # a tunnel's words (read only where state says ST_TUNNEL)
+    r[R.F_TUNNEL + R.U_VNET], r[R.F_TUNNEL + R.U_INFO], r[R.F_TUNNEL + R.U_IDS] = vnet, info, ids
+    r[R.F_TUNNEL + R.U_OUTER_A:R.F_TUNNEL + R.U_OUTER_A + 2] = outer_a
+    r[R.F_TUNNEL + R.U_OUTER_B:R.F_TUNNEL + R.U_OUTER_B + 2] = outer_b
     record = json.loads(RecordFormatter("s").lines(r[None, :]))
     assert uuid.UUID(record.pop("id")).version == 8
     assert record == _expected(r)
