@@ -214,6 +214,16 @@ def _ip(data, q, end, v6):
 
 
 @numba.njit(cache=True, inline="always")
+def _may_open(data, l4, ip_end, proto):
+    """Whether an IP datagram's payload may be a tunnel (``_open_in_ip`` tells): IP in IP, GRE, or UDP to a
+    tunnel port. Inlined; the opening itself is a call, so the decoder stays quick to compile."""
+    if proto == 4 or proto == 41 or proto == 47:
+        return True
+    return (proto == 17 and l4 + 8 <= ip_end
+            and TU.udp_tunnel_port(_be16(data, l4), _be16(data, l4 + 2)) != 0)
+
+
+@numba.njit(cache=True)
 def _open_in_ip(data, l4, ip_end, proto, v6):
     """The tunnel an IP datagram's payload at l4 opens: (next EtherType or -1, offset, id, type)."""
     if proto == 4 or proto == 41:
@@ -244,7 +254,13 @@ def _open_in_ip(data, l4, ip_end, proto, v6):
     return none
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True)
+def _open_on_link(data, q, end, pppoe):
+    """A PPPoE session header or an MPLS label stack at q: (next EtherType or -1, offset, id)."""
+    return TU.pppoe(data, q, end) if pppoe else TU.mpls(data, q, end)
+
+
+@numba.njit(cache=True)
 def _innermost(data, end, etype, q, smac, dmac, vlan, decap, tun, counters):
     """From the network layer at (etype, q) in, the IP layer the packet is keyed on: the innermost one
     reached through the tunnels ``packet.tunnels`` opens (with decap; at most MAX_TUNNELS of them), or the
@@ -279,6 +295,8 @@ def _innermost(data, end, etype, q, smac, dmac, vlan, decap, tun, counters):
                     counters[CN.C_TUNNEL_CLOSED] += 1
                 break
             ip_end = min(end, q + ip[6]) if ip[6] > 0 else end
+            if not _may_open(data, ip[5], ip_end, ip[1]):
+                break
             nxt, at, tid, ttype = _open_in_ip(data, ip[5], ip_end, ip[1], v6)
             if ttype == TU.T_NONE or nxt < 0:
                 break
@@ -297,7 +315,7 @@ def _innermost(data, end, etype, q, smac, dmac, vlan, decap, tun, counters):
                 counters[CN.C_TUNNEL_CLOSED] += 1
                 break
             pppoe = etype == TU.ETH_PPPOE_SESSION
-            nxt, at, tid = TU.pppoe(data, q, end) if pppoe else TU.mpls(data, q, end)
+            nxt, at, tid = _open_on_link(data, q, end, pppoe)
             if nxt < 0:
                 break
             p_type, p_id, p_keyed = np.int64(TU.T_PPPOE if pppoe else TU.T_MPLS), tid, pppoe
