@@ -210,7 +210,10 @@ def build_parser() -> _Parser:
 
 def _add_input_flags(cap) -> None:
     src = cap.add_argument_group("input")
-    src.add_argument("-i", "--interface", help="capture live from this network interface")
+    src.add_argument("-i", "--interface", action="append", metavar="IFACE",
+                     help="capture live from this network interface; repeat it (or give a comma list, as in "
+                          "DEVOURER_INTERFACE=eth0,eth1) to capture several at once: each record says its "
+                          "'interface', and flows on different interfaces are kept apart")
     src.add_argument("-r", "--read-file", action="extend", nargs="+", metavar="FILE",
                      help="read these pcap or pcapng files ('-' for stdin), in order (-r dir/*.pcap as the shell "
                           "expands it; repeatable); compressed ones too (gzip, zstd, xz, bzip2: known by their bytes), "
@@ -413,9 +416,35 @@ def capture_files(paths) -> tuple[str, ...]:
     return tuple(files)
 
 
+MAX_INTERFACES = 64  # live interfaces one run captures (a capture process each)
+IFNAMSIZ = 16  # Linux: an interface name is at most 15 bytes
+
+
+def _interfaces(given: list[str] | None) -> tuple[str, ...]:
+    """-i values (each may be a comma list) -> interface names, checked: none empty, too long or twice."""
+    names: list[str] = []
+    for value in given or ():
+        if not value.strip():  # DEVOURER_INTERFACE= (set, empty): as if not set
+            continue
+        for name in value.split(","):
+            name = name.strip()
+            if not name:
+                raise UsageError(f"-i/--interface {value!r}: an empty interface name")
+            if len(name.encode()) >= IFNAMSIZ or any(c.isspace() or c == "/" for c in name):
+                raise UsageError(f"-i/--interface {name!r}: not an interface name (at most {IFNAMSIZ - 1} "
+                                 "bytes, no spaces or '/')")
+            if name in names:
+                raise UsageError(f"-i/--interface {name!r} is given twice")
+            names.append(name)
+    if len(names) > MAX_INTERFACES:
+        raise UsageError(f"-i/--interface: {len(names)} interfaces; at most {MAX_INTERFACES} in one run")
+    return tuple(names)
+
+
 def settings_from_args(args) -> Settings:
     files, expression = _files_and_expression(args)
     files = capture_files(files)
+    args.interface = _interfaces(args.interface)
     if expression is not None and args.bpf:
         raise UsageError(f"give the filter once: --bpf {args.bpf!r} or the expression {expression!r} after the "
                          "options")
@@ -452,7 +481,7 @@ def settings_from_args(args) -> Settings:
             raise UsageError(f"--user {args.user}: only root can change to another user")
     ring = 1 << max(0, (args.ring_size - 1).bit_length())
     return Settings(
-        read_files=files, interface=args.interface, output=args.output, write_file=args.write_file,
+        read_files=files, interfaces=args.interface, output=args.output, write_file=args.write_file,
         stat_interval_s=args.stat_interval, workers=args.workers, readers=args.readers,
         chunk_packets=args.chunk_size, count=args.count, flow_timeout_s=args.flow_timeout,
         active_timeout_s=args.active_timeout, max_flows=args.max_flows, bpf=bpf,

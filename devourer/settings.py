@@ -6,7 +6,11 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True)
 class Settings:
     read_files: tuple[str, ...] = ()
-    interface: str | None = None
+    interfaces: tuple[str, ...] = ()  # live: capture all of these at once (-i, repeatable)
+    # what each interface id of the run is called in records (``flow.key``: id i is interface_labels[i]):
+    # live, the interface names; replaying, each pcapng interface's name (or its index), None for classic pcap.
+    # Filled by the supervisor once the sources are open (``procs.capture.interface_labels``)
+    interface_labels: tuple = ()
     output: str = "stdout"  # stdout | file | bigquery
     write_file: str | None = None
     stat_interval_s: float = 0.0  # 0: no periodic stats line
@@ -49,7 +53,12 @@ class Settings:
 
     @property
     def live(self) -> bool:
-        return self.interface is not None
+        return bool(self.interfaces)
+
+    @property
+    def capture_processes(self) -> int:
+        """Capture processes of the run: --readers of them per interface live, --readers replaying."""
+        return self.readers * max(1, len(self.interfaces))
 
     @property
     def idle_timeout_us(self) -> int:

@@ -131,7 +131,7 @@ def test_files_and_a_filter_expression_after_the_options_as_tcpdump_takes_them(a
 
 def test_a_filter_expression_after_the_options_on_an_interface(monkeypatch):
     s = settings(["-i", "eth0", "tcp", "port", "80"], monkeypatch)
-    assert (s.interface, s.read_files, s.bpf) == ("eth0", (), "tcp port 80")
+    assert (s.interfaces, s.read_files, s.bpf) == (("eth0",), (), "tcp port 80")
 
 
 def test_a_filter_given_twice_is_refused(monkeypatch):
@@ -139,3 +139,24 @@ def test_a_filter_given_twice_is_refused(monkeypatch):
         settings(["-r", "a.pcap", "--bpf", "tcp", "udp"], monkeypatch)
     with pytest.raises(UsageError, match="nothing to capture from"):
         settings(["tcp", "port", "80"], monkeypatch)
+
+
+def test_several_interfaces_by_flag_comma_list_environment_and_config_line(tmp_path, monkeypatch):
+    assert settings(["-i", "eth0", "-i", "eth1,eth2"], monkeypatch).interfaces == ("eth0", "eth1", "eth2")
+    assert settings([], monkeypatch, env={"DEVOURER_INTERFACE": "eth0, eth1"}).interfaces == ("eth0", "eth1")
+    conf = tmp_path / "d.conf"
+    conf.write_text("interface = eth3,eth4\n")
+    assert settings(["-c", str(conf)], monkeypatch).interfaces == ("eth3", "eth4")
+    assert settings(["-c", str(conf), "-i", "eth5"], monkeypatch).interfaces == ("eth5",)  # the flag wins
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["-i", "eth0", "-i", "eth0"], "'eth0' is given twice"),
+    (["-i", "eth0,,eth1"], "an empty interface name"),
+    (["-i", "a-name-far-too-long"], "not an interface name"),
+    (["-i", "../etc"], "not an interface name"),
+    (["-i", ",".join(f"e{i}" for i in range(65))], "65 interfaces; at most 64"),
+])
+def test_bad_interface_lists_are_refused_naming_the_flag(argv, message, monkeypatch):
+    with pytest.raises(UsageError, match=message):
+        settings(argv, monkeypatch)

@@ -56,6 +56,8 @@ class EngineCollector:
         dropped.add_metric(["ring"], int(c[CN.C_RING_DROPPED]))
         dropped.add_metric(["resolver_ring"], int(c[CN.C_NAME_DROPPED]))
         yield dropped
+        if topo.interfaces:
+            yield from self._interfaces()
         yield _gauge("devourer_packet_time_seconds", "capture clock: the latest packet time seen",
                      int(c[CN.C_CLOCK_US]) / 1e6)
         yield _counter("devourer_fragments_evicted", "first fragments pushed out of the bounded fragment table "
@@ -84,6 +86,22 @@ class EngineCollector:
                        int(r[CN.R_OBSERVATIONS]))
         yield _counter("devourer_name_packets_truncated", "name packets cut by the resolver ring's slot or the "
                        "snaplen (parsed as far as they go)", int(r[CN.R_TRUNCATED]))
+
+    def _interfaces(self):
+        """Live: each interface's share of the capture numbers."""
+        read = CounterMetricFamily("devourer_interface_packets_read", "packets read from each interface",
+                                   labels=["interface"])
+        nbytes = CounterMetricFamily("devourer_interface_bytes_read", "wire bytes read from each interface",
+                                     labels=["interface"])
+        dropped = CounterMetricFamily("devourer_interface_packets_dropped", "packets of each interface lost, "
+                                      "by stage (as devourer_packets_dropped)", labels=["interface", "stage"])
+        for name, c in self.topo.interface_counters():
+            read.add_metric([name], packets_read(c))
+            nbytes.add_metric([name], int(c[CN.C_BYTES]))
+            dropped.add_metric([name, "kernel"], int(c[CN.C_KERNEL_DROPPED]))
+            dropped.add_metric([name, "ring"], int(c[CN.C_RING_DROPPED]))
+            dropped.add_metric([name, "resolver_ring"], int(c[CN.C_NAME_DROPPED]))
+        yield from (read, nbytes, dropped)
 
     def _workers(self):
         topo = self.topo

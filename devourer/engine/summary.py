@@ -57,6 +57,10 @@ def totals(topo, workers_died: bool = False) -> dict:
         # drained: the other workers count all of theirs before they end)
         "packets_lost": max(0, int(c[CN.C_DISPATCHED]) - packets_in_flows) if workers_died else 0,
         "abandoned": int(c[CN.C_ABANDONED]),
+        # live with several interfaces: each one's share of the capture numbers
+        "interfaces": {name: {"read": packets_read(ic), "bytes": int(ic[CN.C_BYTES]),
+                              "kernel_dropped": int(ic[CN.C_KERNEL_DROPPED]), "ring_dropped": int(ic[CN.C_RING_DROPPED])}
+                       for name, ic in topo.interface_counters()} if len(topo.interfaces) > 1 else {},
     }
 
 
@@ -88,7 +92,13 @@ def stats_line(prev: dict, now: dict, dt: float) -> str:
     return (f"stats: {now['read']:,} packets read, {pps:,.0f} packets/s, {bps / 1e6:,.2f} Mbit/s, "
             f"{now['active_flows']:,} active flows, "
             f"{now['flows_written']:,} flows written; drops: kernel {now['kernel_dropped']:,}, "
-            f"ring {now['ring_dropped']:,}{rings}, exporter {now['exporter_dropped']:,}")
+            f"ring {now['ring_dropped']:,}{rings}, exporter {now['exporter_dropped']:,}" + _per_interface(now))
+
+
+def _per_interface(t: dict) -> str:
+    """"; per interface: eth0 N read, K kernel-dropped, R ring-dropped; ..." (live, several interfaces)."""
+    return "".join(f"; {name}: {i['read']:,} read, kernel dropped {i['kernel_dropped']:,}, ring dropped "
+                   f"{i['ring_dropped']:,}" for name, i in t["interfaces"].items())
 
 
 def summary_line(t: dict, workers_died: bool, bigquery: bool) -> str:
@@ -112,10 +122,14 @@ def summary_line(t: dict, workers_died: bool, bigquery: bool) -> str:
             + (f"; bigquery: {t['bq_sent']:,} rows sent, {t['bq_rejected']:,} rejected, "
                f"{t['bq_spooled']:,} waiting in the spool, {t['bq_spool_dropped']:,} dropped (spool full)"
                + (f", {t['bq_spool_set_aside']:,} damaged spool files set aside" if t["bq_spool_set_aside"] else "")
-               if bigquery else ""))
+               if bigquery else "")
+            + _per_interface(t))
 
 
 def log_fields(t: dict) -> dict:
     """The counters of a stats or summary line, as fields of its JSON log line."""
-    return {"counters": {k: v for k, v in t.items() if k != "ring_dropped_per_worker"},
-            "ring_dropped_per_worker": t["ring_dropped_per_worker"]}
+    fields = {"counters": {k: v for k, v in t.items() if k not in ("ring_dropped_per_worker", "interfaces")},
+              "ring_dropped_per_worker": t["ring_dropped_per_worker"]}
+    if t["interfaces"]:
+        fields["interfaces"] = t["interfaces"]
+    return fields

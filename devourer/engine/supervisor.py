@@ -77,6 +77,7 @@ class Supervisor:
     def run(self) -> int:
         signal.signal(signal.SIGHUP, self._on_signal)  # from the start: a hangup during start-up loses nothing either
         sources = capture.open_sources(self.settings)
+        self.settings = dataclasses.replace(self.settings, interface_labels=capture.interface_labels(sources))
         settings = self.settings = startup.read_key_file(startup.choose_readers(self.settings, self._say))
         check_output(settings, warn=lambda text: self._say(text, "warning"))
         if settings.metrics_port:
@@ -148,7 +149,7 @@ class Supervisor:
         """--count live with several readers: each reads its share of the flows, so the run stops once they read
         N in all (a reader stops by itself otherwise)."""
         s = self.settings
-        return (bool(s.count) and s.live and s.readers > 1 and self.stopping_since is None
+        return (bool(s.count) and s.live and s.capture_processes > 1 and self.stopping_since is None
                 and summary.packets_read(topo.capture_counters) >= s.count)
 
     def _clean_up(self, topo: Topology) -> None:

@@ -4,7 +4,9 @@
     capture --name ring--> resolver --export queue (names, control)--> exporter
 
 With ``--readers N`` (replay) there are N capture processes, each with its own
-packet ring to every worker, name ring and counters (``ipc.ordered`` merges them).
+packet ring to every worker, name ring and counters (``ipc.ordered`` merges them);
+live, N per interface (``Settings.capture_processes``), reader k on interface
+k // N (``interface_counters``).
 
 Built by the supervisor before it forks; every child gets the pieces it uses.
 Shared-memory names are ``devourer-<supervisor pid>-<random token>-<what>``: the
@@ -90,7 +92,9 @@ class Topology:
     def __init__(self, settings: Settings):
         self.ctx = multiprocess.get_context("fork")
         self.n_workers = settings.workers
-        self.n_readers = settings.readers
+        self.n_readers = settings.capture_processes
+        self.interfaces = settings.interfaces  # live; reader k captures interfaces[k // readers_per_interface]
+        self.readers_per_interface = settings.readers
         self.reader_rings: list[list[Ring]] = []  # [reader][worker]
         self.name_rings: list[Ring] = []  # [reader]
         self.flow_rings: list[Ring] = []
@@ -156,6 +160,12 @@ class Topology:
         at += N_EXPORTER_COUNTERS
         self.resolver_counters = self.shared.region(at, N_RESOLVER_COUNTERS)
         self.resolver_id = self.n_workers  # the resolver's id in wire messages, after the workers'
+
+    def interface_counters(self) -> list[tuple[str, CaptureTotals]]:
+        """Live: (name, the capture counters of its readers read as one) of every interface, in -i order."""
+        per = self.readers_per_interface
+        return [(name, CaptureTotals(self.reader_counters[j * per:(j + 1) * per]))
+                for j, name in enumerate(self.interfaces)]
 
     def worker_rings(self, w: int) -> list[Ring]:
         """Worker w's input: one ring per reader, in reader order."""

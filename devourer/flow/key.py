@@ -7,8 +7,12 @@ directions of a conversation give the same key. The key is stored as five u64
 words, everywhere the same: the two 16-byte addresses as two little-endian words
 each (IPv4 in the low four bytes of the first), and one key word::
 
-    bits  0-15 port_a   16-31 port_b   32-47 vlan   48-55 protocol   56 IPv6   57 virtual network
-    63 occupied (table rows only)
+    bits  0-15 port_a   16-31 port_b   32-43 vlan   44-47 interface (low 4 bits)   48-55 protocol   56 IPv6
+    57 virtual network   58-62 interface (high 5 bits)   63 occupied (table rows only)
+
+The interface is the run's id of the interface a packet was captured on (``iface_bits``: up to
+``MAX_INTERFACES``, split over two spare fields so that interface 0 -- every run with one interface --
+leaves the key, its hash and the flow ids what they were before interfaces were keyed),
 
 and, where bit 57 is set, a sixth word, the virtual network (``vnet_word``: the
 tunnel type and its id), kept beside the row (``flow.table``).
@@ -33,6 +37,8 @@ M3 = np.uint64(0x94D049BB133111EB)
 SEED = np.uint64(0x243F6A8885A308D3)
 OCCUPIED = np.uint64(1 << 63)  # in a table row's key word: the row holds a flow
 KEY_VNET = np.uint64(1 << 57)  # in a key word: the key has a virtual network word
+MAX_INTERFACES = 512  # interfaces one run keys apart (9 bits of the key word)
+IFACE_MASK = np.uint64((0xF << 44) | (0x1F << 58))  # the interface's bits in a key word
 
 MASK64 = (1 << 64) - 1
 V6_TAG = 1 << 128  # an IPv6 address key is tagged above 2**128 (``names.table.addr_key``)
@@ -67,6 +73,20 @@ def key_word(port_a, port_b, vlan, proto, v6):
 
 
 @numba.njit(cache=True, inline="always")
+def iface_bits(iface):
+    """The interface id's bits in a key word: its low 4 bits at 44, its high 5 at 58."""
+    i = np.uint64(iface)
+    return ((i & np.uint64(0xF)) << np.uint64(44)) | ((i >> np.uint64(4)) << np.uint64(58))
+
+
+@numba.njit(cache=True, inline="always")
+def iface_of(keyword):
+    """The interface id a key word holds (``iface_bits`` read back)."""
+    w = np.uint64(keyword)
+    return np.int64(((w >> np.uint64(44)) & np.uint64(0xF)) | (((w >> np.uint64(58)) & np.uint64(0x1F)) << np.uint64(4)))
+
+
+@numba.njit(cache=True, inline="always")
 def vnet_word(tunnel_type, tunnel_id):
     """The virtual network word of a keyed tunnel: its id, its type above, never 0."""
     return np.uint64(tunnel_id) | (np.uint64(tunnel_type) << np.uint64(32)) | (np.uint64(1) << np.uint64(40))
@@ -82,9 +102,11 @@ def key_hash(a0, a1, b0, b1, keyword, vnet):
     return finish64(h)
 
 
-def key_word_of(port_a: int, port_b: int, vlan: int, proto: int, v6: bool, vnet: bool = False) -> int:
+def key_word_of(port_a: int, port_b: int, vlan: int, proto: int, v6: bool, vnet: bool = False,
+                iface: int = 0) -> int:
     """The key word as a Python int, with the occupied bit (as rows carry it)."""
-    return port_a | port_b << 16 | vlan << 32 | proto << 48 | int(v6) << 56 | int(vnet) << 57 | 1 << 63
+    return (port_a | port_b << 16 | vlan << 32 | proto << 48 | int(v6) << 56 | int(vnet) << 57 | 1 << 63
+            | (iface & 0xF) << 44 | (iface >> 4) << 58)
 
 
 def fingerprint(addr_key: int) -> int:

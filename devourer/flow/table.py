@@ -30,7 +30,7 @@ import numpy as np
 from devourer import counters as CN
 from devourer.counters import K_ACTIVE, K_EVICTED, K_EXPIRED_ACTIVE, K_EXPIRED_IDLE, K_FLOWS_CREATED, K_FLUSHED
 from devourer.flow import record as R
-from devourer.flow.key import KEY_VNET, OCCUPIED, key_hash, key_word, vnet_word
+from devourer.flow.key import KEY_VNET, OCCUPIED, iface_bits, key_hash, key_word, vnet_word
 from devourer.packet import layout as L
 
 # ingest() stop codes
@@ -208,6 +208,7 @@ def ingest(index, rows, tun, count, r64, r16, r8, start, n, idle_us, active_us, 
         vnet = _record_vnet(r64, r8, i)
         keyw = key_word(r16[i, L.H_PORT_A], r16[i, L.H_PORT_B], r16[i, L.H_VLAN], r8[i, L.B_PROTO],
                         (r8[i, L.B_FLAGS] >> 1) & 1) | OCCUPIED | (KEY_VNET if vnet != 0 else np.uint64(0))
+        keyw |= iface_bits(r16[i, L.H_IFACE])
         a0 = r64[i, L.W_ADDR_A]
         a1 = r64[i, L.W_ADDR_A + 1]
         b0 = r64[i, L.W_ADDR_B]

@@ -62,6 +62,8 @@ SCHEMA = [
     ("tunnel_src_id", "INTEGER", "NULLABLE"), ("tunnel_dst_id", "INTEGER", "NULLABLE"),
     ("tunnel_src", "STRING", "NULLABLE"), ("tunnel_dst", "STRING", "NULLABLE"),
     ("tunnel_depth", "INTEGER", "NULLABLE"),
+    # the interface the flow was captured on: its name, or a pcapng file's interface index as text
+    ("interface", "STRING", "NULLABLE"),
 ]
 _TUNNEL_FIELDS = ("type", "id", "src_id", "dst_id", "src", "dst", "depth")
 # what an outage looks like (the service, or the token endpoint of a service-account key, unreachable or
@@ -96,6 +98,7 @@ def row_of(record: dict) -> dict:
         "src_tcp_flags": record["src_tcp_flags"], "dst_tcp_flags": record["dst_tcp_flags"],
         "icmp_type": record["icmp_type"], "icmp_code": record["icmp_code"], "sensor": record["sensor"],
         **{f"tunnel_{k}": (record["tunnel"] or {}).get(k) for k in _TUNNEL_FIELDS},
+        "interface": None if record["interface"] is None else str(record["interface"]),
     }
 
 

@@ -5,7 +5,7 @@
      "status", "end_reason"}
 
 plus the extra fields ``vlan``, ``src_tcp_flags``, ``dst_tcp_flags``, ``icmp_type``,
-``icmp_code`` and ``sensor``.
+``icmp_code``, ``tunnel``, ``interface`` and ``sensor``.
 
 The compiled loop in ``outputs.render`` writes every line; this module gives it
 what only Python has: each endpoint's names from the name map, JSON-encoded by
@@ -26,10 +26,15 @@ from devourer.outputs.render import MAX_FIXED_BYTES, render
 class RecordFormatter:
     """Turns batches of flow rows into JSON-lines bytes."""
 
-    def __init__(self, sensor: str):
+    def __init__(self, sensor: str, interfaces: tuple = ()):
+        """``interfaces``: what each interface id of the run is called in records (``Settings.interface_labels``)."""
         self.sensor = sensor
         self._seed = int.from_bytes(hashlib.blake2b(sensor.encode(), digest_size=8).digest(), "little")
         self._sensor_json = np.frombuffer(orjson.dumps(sensor), np.uint8).copy()
+        labels = [orjson.dumps(label) for label in interfaces]
+        self._iface_blob = np.frombuffer(bytearray(b"".join(labels) or b" "), np.uint8)
+        self._iface_offsets = np.cumsum([0] + [len(x) for x in labels], dtype=np.int64)
+        self._iface_longest = max((len(x) for x in labels), default=0)
 
     def records(self, rows: np.ndarray, names=None) -> list[dict]:
         """A (k, FLOW_WORDS) uint64 array -> k record dicts (for outputs that want objects)."""
@@ -52,13 +57,13 @@ class RecordFormatter:
             dst_names = np.full(k, -1, np.int32)
             self._name_lists(names, rows, src_names, dst_names, blob, offsets)
         names_blob = np.frombuffer(bytearray(b"".join(blob)), np.uint8)  # writable: one compiled variant
-        size = k * (MAX_FIXED_BYTES + len(self._sensor_json))
+        size = k * (MAX_FIXED_BYTES + len(self._sensor_json) + self._iface_longest)
         if len(names_blob):  # exactly what the lists take: a shared list is written once per row that has it
             lengths = np.diff(np.asarray(offsets, np.int64))
             size += int(lengths[src_names[src_names >= 0]].sum() + lengths[dst_names[dst_names >= 0]].sum())
         buf = np.empty(size, np.uint8)
-        used = render(rows, np.uint64(self._seed), self._sensor_json, src_names, dst_names, names_blob,
-                      np.asarray(offsets, np.int64), buf)
+        used = render(rows, np.uint64(self._seed), self._sensor_json, self._iface_blob, self._iface_offsets,
+                      src_names, dst_names, names_blob, np.asarray(offsets, np.int64), buf)
         return buf[:used].tobytes()
 
     @staticmethod

@@ -15,7 +15,7 @@ import numpy as np
 from numba import njit
 
 from devourer.flow import record as R
-from devourer.flow.key import finish64, mix64
+from devourer.flow.key import finish64, iface_of, mix64
 from devourer.packet.tunnels import TUNNEL_NAMES
 
 
@@ -34,8 +34,9 @@ def _pieces(*texts: str) -> tuple:
     "null", "[]", "tcp", "udp", "icmp4", "icmp6", "established", "init", "unknown", "idle", "active",
     "shutdown", "evicted")
 (P_TUNNEL, P_TUNNEL_TYPE, P_TUNNEL_ID, P_TUNNEL_SRC_ID, P_TUNNEL_DST_ID, P_TUNNEL_SRC, P_TUNNEL_DST,
- P_TUNNEL_DEPTH, P_QUOTE, P_BRACE) = _pieces(
-    ',"tunnel":', '{"type":"', '","id":', ',"src_id":', ',"dst_id":', ',"src":', ',"dst":', ',"depth":', '"', '}')
+ P_TUNNEL_DEPTH, P_QUOTE, P_BRACE, P_INTERFACE) = _pieces(
+    ',"tunnel":', '{"type":"', '","id":', ',"src_id":', ',"dst_id":', ',"src":', ',"dst":', ',"depth":', '"', '}',
+    ',"interface":')
 _TUNNEL_TYPES = _pieces(*(TUNNEL_NAMES.get(t, "unknown") for t in range(max(TUNNEL_NAMES) + 2)))  # last: unknown
 _HEXDIGITS = np.frombuffer(b"0123456789abcdef", np.uint8).copy()
 
@@ -315,12 +316,14 @@ def _put_tunnel(buf, pos, row, a_is_src):
 
 
 @njit(cache=True)
-def render(rows, seed, sensor_json, src_names, dst_names, names_blob, names_offsets, buf):
+def render(rows, seed, sensor_json, iface_blob, iface_offsets, src_names, dst_names, names_blob, names_offsets,
+           buf):
     """Write one JSON line per row of ``rows`` (k, FLOW_WORDS) into ``buf``; return the bytes used.
 
     ``src_names``/``dst_names`` index a row's endpoint name list (already JSON)
-    in ``names_blob`` via ``names_offsets``; -1 means none. ``buf`` must hold
-    k * MAX_FIXED_BYTES plus the sensor and the name lists."""
+    in ``names_blob`` via ``names_offsets``; -1 means none. Interface id i is called
+    ``iface_blob[iface_offsets[i]:iface_offsets[i + 1]]`` (already JSON; null past the table).
+    ``buf`` must hold k * MAX_FIXED_BYTES plus the sensor, the interfaces and the name lists."""
     pos = 0
     seed = np.uint64(seed)
     for r in range(rows.shape[0]):
@@ -339,7 +342,8 @@ def render(rows, seed, sensor_json, src_names, dst_names, names_blob, names_offs
         flags = ((state >> 8) & 0xFF, (state >> 16) & 0xFF)
         is_tcp = proto == 6
         is_icmp = proto == 1 or proto == 58
-        vlan = (key >> 32) & 0xFFFF
+        vlan = (key >> 32) & 0xFFF
+        iface = iface_of(row[R.F_KEY])
 
         pos = _put(buf, pos, P_ID)
         pos = _put_uuid(buf, pos, row, seed)
@@ -379,6 +383,13 @@ def render(rows, seed, sensor_json, src_names, dst_names, names_blob, names_offs
         pos = _put_small_or_null(buf, pos, (state >> 32) & 0xFF, is_icmp)
         pos = _put(buf, pos, P_TUNNEL)
         pos = _put_tunnel(buf, pos, row, a_is_src)
+        pos = _put(buf, pos, P_INTERFACE)
+        if iface + 1 < iface_offsets.shape[0]:
+            for k in range(iface_offsets[iface], iface_offsets[iface + 1]):
+                buf[pos] = iface_blob[k]
+                pos += 1
+        else:
+            pos = _put(buf, pos, P_NULL)
         pos = _put(buf, pos, P_SENSOR)
         pos = _put(buf, pos, sensor_json)
         pos = _put(buf, pos, P_CLOSE)

@@ -17,9 +17,13 @@ section in the other byte order).
 
 import os
 import stat
+import struct
+from dataclasses import dataclass
 
 import numba
 import numpy as np
+
+from devourer.flow.key import MAX_INTERFACES  # interface descriptions a pcapng section may hold (more: damage)
 
 PCAP_MAGICS = {
     b"\xd4\xc3\xb2\xa1": False, b"\xa1\xb2\xc3\xd4": True,  # microseconds, LE / BE file
@@ -28,7 +32,7 @@ PCAP_MAGICS = {
 NANOSECOND_MAGICS = (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
 PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
 MAX_RECORD_BYTES = 1 << 24  # a record claiming more than 16 MiB is damage, not a packet
-MAX_INTERFACES = 4096  # interface descriptions a pcapng section may hold (one more is damage)
+MAX_DESCRIBED_BLOCKS = 4096  # blocks ``describe_pcapng`` looks at before the first packet
 WINDOW_BYTES = 4 << 20
 
 ST_OK = 0  # found what was asked
@@ -45,11 +49,11 @@ def _u32(buf, pos, swapped):
 
 
 @numba.njit(cache=True)
-def walk_pcapng(win, base, at_eof, pos, swapped_in, want, start, wire_out, cap_out, end_out, state_out):
+def walk_pcapng(win, base, at_eof, pos, swapped_in, want, start, wire_out, cap_out, end_out, iface_out, state_out):
     """Walk pcapng blocks from ``pos`` until ``want`` packet blocks are found (counting
-    from ``start``). Non-packet blocks are skipped; a Section Header Block may switch
-    byte order: ``state_out[1 + i]`` is the byte order in force after packet i, and
-    ``state_out[0]`` after the last block walked. Returns (count, status, pos)."""
+    from ``start``), with each one's interface (its section's index) in ``iface_out``. Non-packet blocks are
+    skipped; a Section Header Block may switch byte order: ``state_out[1 + i]`` is the byte order in force
+    after packet i, and ``state_out[0]`` after the last block walked. Returns (count, status, pos)."""
     end = base + win.shape[0]
     swapped = swapped_in
     n = start
@@ -84,12 +88,18 @@ def walk_pcapng(win, base, at_eof, pos, swapped_in, want, start, wire_out, cap_o
                 return n, ST_DAMAGED, pos
             wire_out[n] = wire  # also where it is less than was captured (bytes captured past the frame)
             cap_out[n] = caplen
+            if btype == 6:
+                iface_out[n] = min(_u32(win, q + 8, swapped), np.uint32(0xFFFF))
+            else:
+                iface_out[n] = (np.uint16(win[q + 8]) << 8 | np.uint16(win[q + 9])) if swapped else (
+                    np.uint16(win[q + 9]) << 8 | np.uint16(win[q + 8]))
             end_out[n] = pos + blen
             state_out[1 + n] = swapped
             n += 1
         elif btype == 3:  # simple packet block: caplen is implied by the block length
             wire_out[n] = _u32(win, q + 8, swapped)
             cap_out[n] = 0  # unknown here; not cross-checked
+            iface_out[n] = 0
             end_out[n] = pos + blen
             state_out[1 + n] = swapped
             n += 1
@@ -124,9 +134,10 @@ def _ticks_per_second(win, q, blen, swapped):
 
 
 @numba.njit(cache=True)
-def index_pcapng(win, base, at_eof, pos, want, meta, wire, ifaces, state):
+def index_pcapng(win, base, at_eof, pos, want, meta, wire, iface_out, ifaces, state):
     """Up to ``want`` packets of a pcapng stream from position ``pos``, as the decoder takes them: meta rows
-    (sec, usec, offset in ``win``, caplen) and wire lengths (EPB, SPB and obsolete PB blocks). ``win`` holds the
+    (sec, usec, offset in ``win``, caplen), wire lengths and interfaces (their section's index; EPB, SPB and
+    obsolete PB blocks). ``win`` holds the
     stream from ``base``. ``ifaces`` rows (link type, ticks per second, snaplen) and ``state`` (byte order,
     interfaces in this section, the stream's link type, packets whose time does not fit: counted apart) are
     carried from call to call. An interface of another link type than the first, or a packet on an interface
@@ -212,9 +223,68 @@ def index_pcapng(win, base, at_eof, pos, want, meta, wire, ifaces, state):
                 meta[n, 2] = data_at
                 meta[n, 3] = caplen
                 wire[n] = length
+                iface_out[n] = iface
                 n += 1
         pos += blen
     return n, ST_OK, pos
+
+
+@dataclass(frozen=True)
+class Interface:
+    """A pcapng Interface Description Block: its link type and its if_name (None when it has none)."""
+
+    link_type: int
+    name: str | None
+
+
+def describe_pcapng(read_at) -> list[Interface]:
+    """The interfaces a pcapng capture's first section describes before its first packet, in order (their
+    indexes are the packets' interface ids), read with ``read_at(position, size) -> bytes``. Stops at the
+    first packet block, a second section, the end or anything impossible: what was found so far."""
+    found: list[Interface] = []
+    pos, swapped = 0, False
+    for _ in range(MAX_DESCRIBED_BLOCKS):
+        head = read_at(pos, 12)
+        if len(head) < 12:
+            break
+        if head[:4] == PCAPNG_SHB:
+            if pos:
+                break
+            swapped = head[8:10] != b"\x4d\x3c"
+        order = ">" if swapped else "<"
+        btype, blen = struct.unpack(order + "II", head[:8])
+        if blen < 12 or blen % 4 or blen > MAX_RECORD_BYTES or btype in (2, 3, 6):
+            break
+        if btype == 1:
+            block = read_at(pos, blen)
+            if len(block) < max(blen, 20) or len(found) >= MAX_INTERFACES:
+                break
+            found.append(Interface(struct.unpack(order + "H", block[8:10])[0], _if_name(block, order)))
+        pos += blen
+    return found
+
+
+def _if_name(block: bytes, order: str) -> str | None:
+    """The if_name option (code 2) of an Interface Description Block, or None."""
+    at, end = 16, len(block) - 4
+    while at + 4 <= end:
+        code, length = struct.unpack(order + "HH", block[at:at + 4])
+        if code == 0:
+            break
+        if code == 2:
+            name = block[at + 4:at + 4 + length].split(b"\0", 1)[0].decode("utf-8", "replace")
+            return name or None
+        at += 4 + (length + 3) // 4 * 4
+    return None
+
+
+def file_reader(path: str):
+    """``read_at`` for ``describe_pcapng`` over a file."""
+    def read_at(pos: int, size: int) -> bytes:
+        with open(path, "rb") as f:
+            f.seek(pos)
+            return f.read(size)
+    return read_at
 
 
 class FileWindow:
@@ -259,6 +329,7 @@ class RecordWalker:
         self._wire = np.zeros(batch_packets, np.uint32)
         self._cap = np.zeros(batch_packets, np.uint32)
         self._end = np.zeros(batch_packets, np.int64)
+        self._iface = np.zeros(batch_packets, np.uint16)
         self._state = np.zeros(batch_packets + 1, np.bool_)
         self.damaged = False
         self.damage_offset = -1
@@ -275,7 +346,7 @@ class RecordWalker:
             return False
 
     def peek(self, k: int):
-        """(wire_lens, cap_lens) of up to k complete packet blocks after the current position."""
+        """(wire_lens, cap_lens, interfaces) of up to k complete packet blocks after the current position."""
         k = min(k, self._wire.shape[0])
         n, pos, swapped = 0, self._pos, self._swapped
         while True:
@@ -284,7 +355,7 @@ class RecordWalker:
                 self._win.fill(pos)
                 continue
             n, status, pos = walk_pcapng(win, base, at_eof, pos, swapped, k, n, self._wire, self._cap, self._end,
-                                         self._state)
+                                         self._iface, self._state)
             swapped = bool(self._state[0])
             if status == ST_MORE:
                 # the next block did not fit: read on from its start, big enough for it
@@ -297,7 +368,7 @@ class RecordWalker:
             if status == ST_DAMAGED:
                 self.damaged = True
                 self.damage_offset = int(self._end[n - 1]) if n else self._pos
-            return self._wire[:n], self._cap[:n]
+            return self._wire[:n], self._cap[:n], self._iface[:n]
 
     def _block_size(self, pos: int) -> int:
         head = os.pread(self._fd, 12, pos)
@@ -325,4 +396,4 @@ def warm_up() -> None:
     """Compile (or load from numba's cache) the pcapng walker before the supervisor forks capture."""
     window = np.zeros(64, np.uint8)
     out32, out64, state = np.zeros(1, np.uint32), np.zeros(1, np.int64), np.zeros(2, np.bool_)
-    walk_pcapng(window, 0, True, 0, False, 1, 0, out32, out32.copy(), out64, state)
+    walk_pcapng(window, 0, True, 0, False, 1, 0, out32, out32.copy(), out64, np.zeros(1, np.uint16), state)

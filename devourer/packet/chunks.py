@@ -36,6 +36,7 @@ from devourer.packet.capfile import (MAX_RECORD_BYTES, NANOSECOND_MAGICS, PCAP_M
 from devourer.packet.decode import FRAG_TTL_US, TN_WORDS, decode_batch, new_fragment_table
 
 WINDOW_BYTES = 8 << 20
+_NO_IFACES = np.zeros(0, np.uint16)  # planning keys nothing: the interface does not matter
 MAX_SNAPLEN = 262144  # libpcap's max_snaplen_for_dlt() for every link type we decode
 
 
@@ -186,7 +187,7 @@ def plan(paths: list[str], datalinks: list[int], chunk_packets: int, batch: int 
                     low = int(ts.min())
                     min_ts = low if min_ts is None else min(min_ts, low)
                     decode_batch(win, meta, wire, datalink, walk.snap, records, r16, r32, r64, worker_of, 1, frag,
-                                 counters, clock, False, cand, tun, decap, True)
+                                 counters, clock, False, cand, tun, 0, _NO_IFACES, decap, True)
                     packets += len(meta)
                 if got is None or packets >= chunk_packets:
                     if packets:
@@ -256,4 +257,4 @@ def warm_up(planning: bool = False) -> None:
         decode_batch(window, meta[:0], wire[:0], 1, 262144, records, records.view(np.uint16),
                      records.view(np.uint32), records.view(np.uint64), np.zeros(1, np.int32), 1,
                      new_fragment_table(16), np.zeros(CN.N_CAPTURE_COUNTERS, np.int64), np.zeros(1, np.int64),
-                     False, np.zeros((2, 3), np.int64), np.zeros(TN_WORDS, np.int64), True, True)
+                     False, np.zeros((2, 3), np.int64), np.zeros(TN_WORDS, np.int64), 0, _NO_IFACES, True, True)

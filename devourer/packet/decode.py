@@ -18,7 +18,7 @@ import numba
 import numpy as np
 
 from devourer import counters as CN
-from devourer.flow.key import KEY_VNET, finish64, key_hash, key_word, mix64, vnet_word
+from devourer.flow.key import KEY_VNET, finish64, iface_bits, key_hash, key_word, mix64, vnet_word
 from devourer.packet import layout as L
 from devourer.packet import tunnels as TU
 from devourer.packet.fields import be16 as _be16
@@ -398,9 +398,9 @@ def _sent_by_b(data, saddr, daddr, alen, sport, dport):
 
 @numba.njit(cache=True, inline="always")
 def _write_record(rec8, rec16, rec32, rec64, out, data, aa, ab, alen, ts, clk, wl, pa, pb, vlan, proto, from_b,
-                  v6, tflags, itype, icode, smac, dmac, tun):
+                  v6, tflags, itype, icode, smac, dmac, tun, iface):
     """Packet record ``out`` (layout in ``packet.layout``) for endpoints A at aa and B at ab, in the tunnel
-    ``tun`` (TN_*); returns its key hash (``flow.key``)."""
+    ``tun`` (TN_*), captured on the run's interface ``iface``; returns its key hash (``flow.key``)."""
     for k in range(16, 48):
         rec8[out, k] = 0
     for k in range(alen):
@@ -421,6 +421,7 @@ def _write_record(rec8, rec16, rec32, rec64, out, data, aa, ab, alen, ts, clk, w
     rec64[out, L.W_DST_MAC] = dmac
     for w in range(L.W_OUTER_SRC, L.W_OUTER_SRC + 5):
         rec64[out, w] = 0
+    rec16[out, L.H_IFACE] = iface  # in the last word, just cleared
     ttype = tun[TN_TYPE]
     rec8[out, L.B_TUNNEL] = ttype
     vnet = np.uint64(0)
@@ -438,7 +439,7 @@ def _write_record(rec8, rec16, rec32, rec64, out, data, aa, ab, alen, ts, clk, w
                 rec8[out, L.W_OUTER_SRC * 8 + k] = data[tun[TN_OUTER_SRC] + k]
                 rec8[out, L.W_OUTER_DST * 8 + k] = data[tun[TN_OUTER_DST] + k]
     rec8[out, L.B_FLAGS] = flags
-    keyw = key_word(pa, pb, vlan, proto, v6) | (KEY_VNET if vnet != 0 else np.uint64(0))
+    keyw = key_word(pa, pb, vlan, proto, v6) | (KEY_VNET if vnet != 0 else np.uint64(0)) | iface_bits(iface)
     h = key_hash(rec64[out, L.W_ADDR_A], rec64[out, L.W_ADDR_A + 1], rec64[out, L.W_ADDR_B],
                  rec64[out, L.W_ADDR_B + 1], keyw, vnet)
     rec64[out, L.W_HASH] = h
@@ -465,14 +466,15 @@ def _name_payload(data, q, end, l4, ip_len, proto, sport, dport):
 
 @numba.njit(cache=True)
 def decode_batch(data, meta, wire, datalink, snaplen, rec8, rec16, rec32, rec64, worker_of, n_workers,
-                 frag, counters, clock, want_names, cand, tun, decap=True, frag_only=False):
+                 frag, counters, clock, want_names, cand, tun, iface, ifaces, decap=True, frag_only=False):
     """Decode one batch. Returns the number of records written to rec*/worker_of.
 
     data: packet bytes (uint8), meta: (n, 4) uint32 rows (sec, usec, offset, caplen);
     wire: wire lengths per packet, or an empty array when the source has none;
     rec8/16/32/64: views of one (n, RECORD_BYTES) buffer; frag: fragment table;
     counters: capture counters (``counters.C_*``); clock: [running max ts_us]; tun: TN_WORDS int64 of
-    scratch; decap: open tunnels (``--decapsulate auto``).
+    scratch; iface: the run's id of the interface the batch was captured on, or with ``ifaces`` (one u16 per
+    packet; empty when the batch has one interface) each packet's; decap: open tunnels (``--decapsulate auto``).
     With want_names, packets that may carry names (``_name_payload``) are listed in cand: (n, 3) int64 rows of
     (record index, payload offset in data, payload length); cand[n, 0] holds the count.
     With frag_only, only the clock and the fragment table are brought up to date (a chunk's planning:
@@ -480,6 +482,7 @@ def decode_batch(data, meta, wire, datalink, snaplen, rec8, rec16, rec32, rec64,
     n = meta.shape[0]
     n_cand = 0
     has_wire = wire.shape[0] == n
+    per_packet_iface = ifaces.shape[0] == n and n > 0
     out = 0
     clk = clock[0]
     for i in range(n):
@@ -531,7 +534,8 @@ def decode_batch(data, meta, wire, datalink, snaplen, rec8, rec16, rec32, rec64,
         else:
             pa, pb, aa, ab = sport, dport, saddr, daddr
         h = _write_record(rec8, rec16, rec32, rec64, out, data, aa, ab, alen, ts, clk, wl, pa, pb, vlan, proto,
-                          from_b, v6, tflags, itype, icode, smac, dmac, tun)
+                          from_b, v6, tflags, itype, icode, smac, dmac, tun,
+                          ifaces[i] if per_packet_iface else iface)
         worker_of[out] = np.int32(((h >> np.uint64(32)) * np.uint64(n_workers)) >> np.uint64(32))
         counters[CN.C_BYTES] += wl
         if tun[TN_TYPE] != TU.T_NONE:
@@ -588,6 +592,7 @@ class BatchDecoder:
         self.counters = counters
         self.clock = np.zeros(1, np.int64)
         self._no_wire = np.zeros(0, np.uint32)
+        self._one_iface = np.zeros(0, np.uint16)
         self.want_names = want_names
         self.candidates = np.zeros((batch_packets + 1, 3), np.int64)
         self.name_slots = np.zeros((batch_packets if want_names else 1, L.NAME_SLOT_BYTES), np.uint8)
@@ -596,7 +601,9 @@ class BatchDecoder:
         self.decapsulate = decapsulate
         self._tunnel = np.zeros(TN_WORDS, np.int64)
 
-    def decode(self, data: bytes, meta: bytes, wire, datalink: int, snaplen: int) -> int:
+    def decode(self, data: bytes, meta: bytes, wire, datalink: int, snaplen: int, iface: int = 0,
+               ifaces: np.ndarray | None = None) -> int:
+        """Decode a batch captured on interface ``iface`` (the run's id), or on ``ifaces`` (u16, one per packet)."""
         buf = np.frombuffer(data, np.uint8)
         m = np.frombuffer(meta, np.uint32).reshape(-1, 4)
         if m.shape[0] > self.records.shape[0]:
@@ -607,7 +614,8 @@ class BatchDecoder:
         return decode_batch(buf, m, self._no_wire if wire is None else wire, datalink, snaplen,
                             self.records, self._r16, self._r32, self._r64, self.worker_of,
                             self.n_workers, self.frag, self.counters, self.clock, self.want_names, cand,
-                            self._tunnel, self.decapsulate)
+                            self._tunnel, iface, self._one_iface if ifaces is None else ifaces,
+                            self.decapsulate)
 
     def name_packets(self) -> np.ndarray:
         """Resolver-ring slots for the name candidates of the batch just decoded."""
@@ -628,4 +636,5 @@ def warm_up() -> None:
     dec = BatchDecoder(4, 1, np.zeros(CN.N_CAPTURE_COUNTERS, np.int64), want_names=True)
     for data, rows in ((pkt, meta.tobytes()), (np.frombuffer(pkt, np.uint8).copy(), meta)):
         dec.decode(data, rows, wire, DLT_EN10MB, 262144)
+        dec.decode(data, rows, wire, DLT_EN10MB, 262144, 1, np.zeros(1, np.uint16))
         dec.name_packets()

@@ -28,7 +28,8 @@ below are the contract between the two sides (and the ring's slot size).
     104    16   outer_dst
     120    4    tunnel_id    VNI, session, key, label or TEID (flag bit5)
     124    1    depth        tunnels opened to reach this packet's flow
-    125    3    (pad)
+    125    1    (pad)
+    126    2    interface    the run's id of the interface the packet was captured on (``flow.key``), 0 with one
 
 The tunnel fields (71, 88-127) mean something only where ``tunnel`` is not 0.
 """
@@ -57,6 +58,7 @@ D_TUNNEL_ID = 30
 H_PORT_A = 30
 H_PORT_B = 31
 H_VLAN = 32
+H_IFACE = 63
 # u8 offsets
 B_PROTO = 66
 B_FLAGS = 67
@@ -79,10 +81,10 @@ PACKET_DTYPE = np.dtype(
     {
         "names": ["ts_us", "clock_us", "addr_a", "addr_b", "key_hash", "wire_len", "port_a", "port_b",
                   "vlan", "proto", "flags", "tcp_flags", "icmp_type", "icmp_code", "tunnel", "src_mac", "dst_mac",
-                  "outer_src", "outer_dst", "tunnel_id", "depth"],
+                  "outer_src", "outer_dst", "tunnel_id", "depth", "interface"],
         "formats": ["<i8", "<i8", ("u1", 16), ("u1", 16), "<u8", "<u4", "<u2", "<u2",
-                    "<u2", "u1", "u1", "u1", "u1", "u1", "u1", "<u8", "<u8", ("u1", 16), ("u1", 16), "<u4", "u1"],
-        "offsets": [0, 8, 16, 32, 48, 56, 60, 62, 64, 66, 67, 68, 69, 70, 71, 72, 80, 88, 104, 120, 124],
+                    "<u2", "u1", "u1", "u1", "u1", "u1", "u1", "<u8", "<u8", ("u1", 16), ("u1", 16), "<u4", "u1", "<u2"],
+        "offsets": [0, 8, 16, 32, 48, 56, 60, 62, 64, 66, 67, 68, 69, 70, 71, 72, 80, 88, 104, 120, 124, 126],
         "itemsize": RECORD_BYTES,
     }
 )

@@ -32,7 +32,8 @@ import numpy as np
 import zstandard
 
 from devourer.packet.capfile import (MAX_INTERFACES, MAX_RECORD_BYTES, NANOSECOND_MAGICS, PCAP_MAGICS, PCAPNG_SHB,
-                                     ST_DAMAGED, ST_EOF, ST_MORE, WINDOW_BYTES, index_pcapng)
+                                     ST_DAMAGED, ST_EOF, ST_MORE, WINDOW_BYTES, Interface,
+                                     describe_pcapng, index_pcapng)
 from devourer.packet.chunks import MAX_SNAPLEN, index_records
 
 COMPRESSIONS = ((b"\x1f\x8b", "gzip"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"\xfd7zXZ\x00", "xz"), (b"BZh", "bzip2"))
@@ -221,15 +222,16 @@ class StreamWindow:
 
 class StreamReader:
     """Batches of a classic pcap or pcapng stream as the decoder takes them: ``next()`` gives (window, meta,
-    wire) or None at its end (then ``damage()`` says whether it ended in damage)."""
+    wire, interfaces: each packet's pcapng interface index, None for classic pcap) or None at its end (then ``damage()`` says whether it ended in damage)."""
 
     def __init__(self, stream: Stream, batch: int, stopped=lambda: False):
         self.window = StreamWindow(stream, stopped)
         self.stream = stream
-        self._order = False
         head = self.window.read_at(0, 24)
         self.meta = np.zeros((batch, 4), np.uint32)
         self.wire = np.zeros(batch, np.uint32)
+        self.iface = np.zeros(batch, np.uint16)
+        self.interfaces: list[Interface] = []  # pcapng: those described before the first packet
         self._batch = batch
         self.status = ST_MORE
         self.unkeyable = 0  # packets whose time does not fit (pcapng: past 2106): counted as malformed
@@ -247,28 +249,13 @@ class StreamReader:
             self.state = np.zeros(4, np.int64)  # swapped, interfaces, link type of the first, unkeyable
             self.state[2] = -1
             self.pos = 0
-            self.datalink = self._first_link_type()
+            self.interfaces = describe_pcapng(self.window.read_at)
+            if not self.interfaces:
+                raise ValueError("no interface description before the first packet")
+            self.datalink = self.interfaces[0].link_type
             self.snap = MAX_SNAPLEN
         else:
             raise ValueError("not a pcap or pcapng capture" if len(head) >= 4 else "empty")
-
-    def _first_link_type(self) -> int:
-        """The link type of the stream's first interface, read ahead without consuming a packet."""
-        pos = 0
-        while True:
-            head = self.window.read_at(pos, 12)
-            if len(head) < 12:
-                raise ValueError("no interface description before the end")
-            swapped = not (head[8:10] == b"\x4d\x3c") if head[:4] == PCAPNG_SHB else self._order
-            self._order = swapped
-            btype, blen = struct.unpack(">II" if swapped else "<II", head[:8])
-            if blen < 12 or blen > MAX_RECORD_BYTES:
-                raise ValueError("impossible block length")
-            if btype == 1:
-                return struct.unpack(">H" if swapped else "<H", self.window.read_at(pos + 8, 2))[0]
-            if btype in (2, 3, 6):
-                raise ValueError("a packet before any interface description")
-            pos += blen
 
     def next(self):
         while True:
@@ -284,14 +271,14 @@ class StreamReader:
                 continue
             if self.pcapng:
                 n, status, pos = index_pcapng(win, base, at_eof, self.pos, self._batch, self.meta, self.wire,
-                                              self.ifaces, self.state)
+                                              self.iface, self.ifaces, self.state)
                 self.unkeyable = int(self.state[3])
             else:
                 n, status, pos = index_records(win, base, at_eof, self.pos, 1 << 62, self.swapped, self.nanoseconds,
                                                self.snap, self._batch, self.meta, self.wire)
             if n:
                 self.pos = pos
-                return win, self.meta[:n], self.wire[:n]
+                return win, self.meta[:n], self.wire[:n], self.iface[:n] if self.pcapng else None
             if status == ST_MORE:  # the next record runs past the window: read on from its start
                 self.pos = pos
                 self.window.fill(self.pos, self._record_size(self.pos))

@@ -33,7 +33,8 @@ from devourer.errors import EXIT_DAMAGED, EXIT_OK, DamagedCaptureError, SourceEr
 from devourer.packet import layout as L
 from devourer.ipc.ordered import end_marker
 from devourer.packet.bpf import compile_filter, live_kernel_filter, run_filter
-from devourer.packet.capfile import RecordWalker
+from devourer.flow.key import MAX_INTERFACES
+from devourer.packet.capfile import Interface, RecordWalker, describe_pcapng, file_reader
 from devourer.packet.chunks import ChunkReader, chunkable
 from devourer.packet.decode import SUPPORTED_DATALINKS, BatchDecoder
 from devourer.packet.streams import STREAM_ERRORS, Stream, StreamReader, is_stream
@@ -50,6 +51,7 @@ LIVE_TIMEOUT_MS = 100
 _NO_WIRE = np.zeros(0, np.uint32)  # a batch without wire lengths: the filter's len is the captured length
 IDLE_CLOCK_AFTER_S = 1.0  # live: with no packets for this long, packet time advances with the wall clock
 KERNEL_STATS_EVERY_S = 1.0
+REOPEN_EVERY_S = 1.0  # live: an interface that went down or away is opened again this often
 
 
 @dataclass
@@ -64,6 +66,17 @@ class Source:
     path: str | None = None
     bpf: np.ndarray | None = None  # --bpf's program (``packet.bpf``), run on every packet capture reads
     stream: StreamReader | None = None  # a pipe or a compressed file (``packet.streams``); handle is None
+    described: list[Interface] | None = None  # pcapng: the interfaces its first section describes
+    iface: int = 0  # the run's id of the interface its packets were captured on (``interface_labels``)
+    iface_map: np.ndarray | None = None  # pcapng with several: the run's id of each interface index (u16)
+    fanout_group: int | None = None  # live with several readers: the PACKET_FANOUT group of the interface
+
+    def interfaces_of(self, local) -> np.ndarray | None:
+        """The run's interface ids of a batch's packets from their pcapng interface indexes, or None when
+        they all have ``iface``. An index described after the first packet counts as the first interface."""
+        if self.iface_map is None or local is None:
+            return None
+        return self.iface_map[np.minimum(local, self.iface_map.shape[0] - 1)]
 
 
 def _damage_message(src: "Source", offset: int, reason: str) -> str:
@@ -89,7 +102,9 @@ def open_file(path: str, settings: Settings) -> Source:
     except pcapy.PcapError as e:
         raise SourceError(f"capture file {path}: {_pcap_reason(e)}") from None
     datalink = _supported(path, handle.datalink())
-    return Source(path, handle, datalink, 262144, False, path=path, bpf=_file_filter(datalink, settings))
+    described = describe_pcapng(file_reader(path)) if RecordWalker.supports(path) else None
+    return Source(path, handle, datalink, 262144, False, path=path, bpf=_file_filter(datalink, settings),
+                  described=described)
 
 
 def _open_stream(path: str, settings: Settings) -> Source:
@@ -107,7 +122,7 @@ def _open_stream(path: str, settings: Settings) -> Source:
         raise SourceError(f"capture file {name}: {what}{e}") from None
     datalink = _supported(name, reader.datalink)
     return Source(path, None, datalink, 262144, False, path=path, bpf=_file_filter(datalink, settings),
-                  stream=reader)
+                  stream=reader, described=reader.interfaces if reader.pcapng else None)
 
 
 def _supported(name: str, datalink: int) -> int:
@@ -172,17 +187,51 @@ def open_interface(name: str, settings: Settings, fanout_group: int | None = Non
             handle.setfilter(kernel)
         except pcapy.PcapError as e:
             raise UsageError(f"invalid --bpf filter {settings.bpf!r}: {_pcap_reason(e)}") from None
-    return Source(name, handle, datalink, settings.snaplen, True, bpf=program)
+    return Source(name, handle, datalink, settings.snaplen, True, bpf=program, fanout_group=fanout_group)
 
 
 def open_sources(settings: Settings) -> list[Source]:
-    if settings.interface:
-        if settings.readers == 1:
-            return [open_interface(settings.interface, settings)]
-        # one handle per reader, in one PACKET_FANOUT group: the kernel hashes each flow (both directions) to one
-        group = os.getpid() & 0xFFFF
-        return [open_interface(settings.interface, settings, group) for _ in range(settings.readers)]
+    """Every source of the run, in the order of the capture processes: live, --readers handles per interface
+    (interface by interface), replaying, the files in order."""
+    if settings.interfaces:
+        sources = []
+        for j, name in enumerate(settings.interfaces):
+            if settings.readers == 1:
+                sources.append(open_interface(name, settings))
+                continue
+            # one handle per reader, in one PACKET_FANOUT group per interface: the kernel hashes each flow
+            # (both directions) to one of them
+            group = (os.getpid() + j) & 0xFFFF
+            sources.extend(open_interface(name, settings, group) for _ in range(settings.readers))
+        return sources
     return [open_file(p, settings) for p in settings.read_files]
+
+
+def interface_labels(sources: list[Source]) -> tuple:
+    """Give each source its interface id(s) and return what each id is called in records: an interface's
+    name live; replaying, a pcapng interface's if_name (or its index where it has none), None for classic pcap.
+    Ids go by first appearance, so a run with one interface keys every flow under 0 (as before interfaces
+    were keyed); interfaces of the same name (or index) in several files share an id."""
+    labels: list = []
+
+    def id_of(label) -> int:
+        if label not in labels:
+            if len(labels) >= MAX_INTERFACES:
+                return 0  # unreachable for live (-i is checked) and bounded per file (``capfile``)
+            labels.append(label)
+        return labels.index(label)
+
+    for src in sources:
+        if src.live:
+            src.iface = id_of(src.name)
+        elif not src.described:
+            src.iface = id_of(None)
+        else:
+            ids = [id_of(i.name if i.name is not None else k) for k, i in enumerate(src.described)]
+            src.iface = ids[0]
+            if any(x != ids[0] for x in ids):
+                src.iface_map = np.array(ids, np.uint16)
+    return tuple(labels)
 
 
 class CaptureLoop:
@@ -206,12 +255,13 @@ class CaptureLoop:
         self.damaged = False
         # --count: packets still to read (those --bpf keeps), None without a limit; with several readers, those
         # left of the chunk being read (the planner cut the last chunk at the count)
-        self.left: int | None = settings.count if settings.count and settings.readers == 1 else None
+        self.left: int | None = settings.count if settings.count and settings.capture_processes == 1 else None
         self.names_decoder: BatchDecoder | None = None  # for the name packets among those --bpf rejects
+        self._dropped_before = 0  # live: kernel drops of the handles closed before this one (``_reopen``)
 
     # ---- reading
     def _read_pcapng_batch(self, src: Source, walker):
-        wire, caps = walker.peek(self._batch_size(self.settings.batch_packets))
+        wire, caps, local = walker.peek(self._batch_size(self.settings.batch_packets))
         k = len(wire)
         if k == 0:
             if walker.damaged:
@@ -220,16 +270,16 @@ class CaptureLoop:
         try:
             data, meta = src.handle.next_batch(k)
         except pcapy.PcapError as e:
-            return self._salvage(src, walker, k, wire, e)
+            return self._salvage(src, walker, k, wire, local, e)
         got = len(meta) // 16
         if got != k:
             raise DamagedCaptureError(f"capture file {src.name}: libpcap returned {got} packets where the "
                                       f"file holds {k}")
         walker.commit(k)
         self._packets_done += k
-        return self._filtered(src, data, meta, wire)
+        return self._filtered(src, data, meta, wire, local)
 
-    def _salvage(self, src: Source, walker, k: int, wire, error: Exception):
+    def _salvage(self, src: Source, walker, k: int, wire, local, error: Exception):
         """libpcap refused a block inside this batch (a packet on an interface with no description, an interface
         of another link type, a section in the other byte order) and ``next_batch`` gave none of the batch: read
         it again packet by packet with a fresh handle, up to the refused block, so every packet before the damage
@@ -256,16 +306,20 @@ class CaptureLoop:
         self._packets_done += len(frames)
         if not frames:
             raise self._damage
-        return self._filtered(src, b"".join(frames), np.array(meta, np.uint32).tobytes(), wire[:len(frames)].copy())
+        return self._filtered(src, b"".join(frames), np.array(meta, np.uint32).tobytes(), wire[:len(frames)].copy(),
+                              local[:len(frames)].copy())
 
-    def _filtered(self, src: Source, data, meta, wire):
-        """(data, meta, wire, named) of the batch as the flows see it: the packets --bpf keeps (the others
-        counted as filtered), and with --count none past the last one to read (those are not read at all).
-        A filter decides what is counted in flows, not what names are learned from: where it rejected some
-        packets and names are learned, ``named`` is (meta, wire) of every packet read, else None."""
+    def _filtered(self, src: Source, data, meta, wire, local=None):
+        """(data, meta, wire, named, ifaces) of the batch as the flows see it: the packets --bpf keeps (the
+        others counted as filtered), and with --count none past the last one to read (those are not read at
+        all); ``local`` are the packets' pcapng interface indexes, ``ifaces`` the run's ids of them (None: all
+        ``src.iface``). A filter decides what is counted in flows, not what names are learned from: where it
+        rejected some packets and names are learned, ``named`` is (meta, wire, ifaces) of every packet read,
+        else None."""
         bpf = src.bpf
+        ifaces = src.interfaces_of(local)
         if bpf is None and self.left is None:
-            return data, meta, wire, None
+            return data, meta, wire, None, ifaces
         m = np.frombuffer(meta, np.uint32).reshape(-1, 4)
         keep = np.ones(m.shape[0], np.bool_)
         if bpf is not None:
@@ -276,13 +330,14 @@ class CaptureLoop:
             if kept_so_far.shape[0] and kept_so_far[-1] >= self.left:  # the batch holds the last packet to read
                 cut = int(np.searchsorted(kept_so_far, self.left)) + 1
                 m, keep, wire = m[:cut], keep[:cut], None if wire is None else wire[:cut]
+                ifaces = None if ifaces is None else ifaces[:cut]
             self.left -= int(keep.sum())
         self.counters[CN.C_FILTERED] += int((~keep).sum())
         kept = m[keep] if isinstance(meta, np.ndarray) else m[keep].tobytes()  # as it came: decode is compiled for each
         named = None
         if self.name_ring is not None and not keep.all():
-            named = (m if isinstance(meta, np.ndarray) else m.tobytes(), wire)
-        return data, kept, None if wire is None else wire[keep], named
+            named = (m if isinstance(meta, np.ndarray) else m.tobytes(), wire, ifaces)
+        return data, kept, None if wire is None else wire[keep], named, None if ifaces is None else ifaces[keep]
 
     def _batch_size(self, wanted: int) -> int:
         """Packets to ask a reader for: no more than --count leaves (--bpf may reject some of them)."""
@@ -337,15 +392,15 @@ class CaptureLoop:
         for r in self._all_rings():
             r.publish_clock(clock)
 
-    def _replay(self, src: Source, data, meta, wire, named=None) -> None:
+    def _replay(self, src: Source, data, meta, wire, named=None, ifaces=None) -> None:
         """Decode a batch read from a file and hand it on (waiting for ring space: replay loses nothing); with
         ``named`` (the filter rejected some), the name packets come from every packet read (``_names_of``)."""
-        n = self.decoder.decode(data, meta, wire, src.datalink, src.snaplen)
+        n = self.decoder.decode(data, meta, wire, src.datalink, src.snaplen, src.iface, ifaces)
         self._dispatch(n, live=False)
         self._dispatch_names(live=False, decoder=None if named is None else self._names_of(src, data, *named))
         self._publish_clock()
 
-    def _names_of(self, src: Source, data, meta, wire) -> BatchDecoder:
+    def _names_of(self, src: Source, data, meta, wire, ifaces=None) -> BatchDecoder:
         """Every packet read, the ones the filter rejected too, decoded for their names alone, in their order
         (so the names are learned as without the filter); nothing of this reaches a flow or the capture clock.
         A decoder of its own, whose counters, clock and fragment table are scratch."""
@@ -353,7 +408,7 @@ class CaptureLoop:
             scratch = np.zeros(CN.N_CAPTURE_COUNTERS, np.int64)
             self.names_decoder = BatchDecoder(self.settings.batch_packets, 1, scratch, want_names=True,
                                               decapsulate=self.settings.decapsulate)
-        self.names_decoder.decode(data, meta, wire, src.datalink, src.snaplen)
+        self.names_decoder.decode(data, meta, wire, src.datalink, src.snaplen, src.iface, ifaces)
         return self.names_decoder
 
     # ---- loops
@@ -427,16 +482,19 @@ class CaptureLoop:
                 except pcapy.PcapError as e:
                     if self.stop_requested():
                         break
-                    raise DamagedCaptureError(f"interface {src.name}: {_pcap_reason(e)}") from None
+                    if not self._reopen(src, _pcap_reason(e)):
+                        break
+                    fd, batch_was_full = src.handle.getfd(), False
+                    continue
             batch_was_full = len(meta) // 16 >= self.settings.batch_packets
             now = time.monotonic()
             named = None
             if meta and (src.bpf is not None or self.left is not None):
-                data, meta, _, named = self._filtered(src, data, meta, None)
+                data, meta, _, named, _ = self._filtered(src, data, meta, None)
             if named is not None:  # the filter rejected name packets the kernel let through for their names
                 self._dispatch_names(live=True, decoder=self._names_of(src, data, *named))
             if meta:
-                n = self.decoder.decode(data, meta, None, src.datalink, src.snaplen)
+                n = self.decoder.decode(data, meta, None, src.datalink, src.snaplen, src.iface)
                 self._dispatch(n, live=True)
                 if named is None:
                     self._dispatch_names(live=True)
@@ -457,9 +515,40 @@ class CaptureLoop:
     def _kernel_stats(self, src: Source) -> None:
         try:
             _, drop, ifdrop = src.handle.stats()
-        except pcapy.PcapError:
+        except (pcapy.PcapError, ValueError):  # ValueError: closed (the run stopped while it was down)
             return
-        self.counters[CN.C_KERNEL_DROPPED] = drop + ifdrop
+        self.counters[CN.C_KERNEL_DROPPED] = self._dropped_before + drop + ifdrop
+
+    def _reopen(self, src: Source, reason: str) -> bool:
+        """The interface went down or away (libpcap's read failed): say so once, then open it again every
+        REOPEN_EVERY_S until it works (True) or the run stops (False). The other interfaces' readers go on; the
+        clock runs on with the wall clock meanwhile, so the flows of the others (and this one's) still expire."""
+        self._kernel_stats(src)
+        self._dropped_before = int(self.counters[CN.C_KERNEL_DROPPED])
+        self.report(f"interface {src.name}: {reason}; opening it again every {REOPEN_EVERY_S:g} s, "
+                    "the other interfaces go on", "warning")
+        try:
+            src.handle.close()
+        except (pcapy.PcapError, AttributeError):
+            pass
+        while True:
+            deadline = time.monotonic() + REOPEN_EVERY_S
+            while time.monotonic() < deadline:
+                if self.stop_requested() or self.abort_requested():
+                    return False
+                time.sleep(LIVE_TIMEOUT_MS / 1000)
+                self.decoder.clock[0] = max(int(self.decoder.clock[0]), int(time.time() * 1e6))
+                self._publish_clock()
+            try:
+                again = open_interface(src.name, self.settings, src.fanout_group)
+            except (SourceError, UsageError):
+                continue
+            if again.datalink != src.datalink:  # not the link it was: flows would be decoded as another
+                again.handle.close()
+                continue
+            src.handle = again.handle
+            self.report(f"interface {src.name} is back: capturing again", "info")
+            return True
 
     def run_chunks(self, sources: list[Source], next_chunk) -> int:
         """Read the chunks ``next_chunk()`` gives (None: no more), each ended by a marker in every ring."""

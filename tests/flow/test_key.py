@@ -22,17 +22,18 @@ v6 = st.integers(0, 2**128 - 1).map(lambda n: str(ipaddress.IPv6Address(n)))
 ports = st.integers(0, 65535)
 
 
-def _decode(frame: bytes) -> np.ndarray:
+def _decode(frame: bytes, iface: int = 0) -> np.ndarray:
     dec = BatchDecoder(1, 3, np.zeros(CN.N_CAPTURE_COUNTERS, np.int64))
     n = dec.decode(frame, np.array([[1_700_000_000, 0, 0, len(frame)]], np.uint32).tobytes(), None, DLT_EN10MB,
-                   262144)
+                   262144, iface)
     assert n == 1
     return dec.records[:1].copy()
 
 
 @given(family=st.sampled_from([4, 6]), data=st.data(), pa=ports, pb=ports, proto=st.sampled_from([6, 17]),
-       vlan=st.none() | st.integers(1, 4094), vni=st.none() | st.integers(0, 2**24 - 1))
-def test_capture_table_and_key_agree_on_the_hash_of_any_key(family, data, pa, pb, proto, vlan, vni):
+       vlan=st.none() | st.integers(1, 4094), vni=st.none() | st.integers(0, 2**24 - 1),
+       iface=st.just(0) | st.integers(0, K.MAX_INTERFACES - 1))
+def test_capture_table_and_key_agree_on_the_hash_of_any_key(family, data, pa, pb, proto, vlan, vni, iface):
     addresses = v4 if family == 4 else v6
     a, b = data.draw(addresses), data.draw(addresses)
     l4 = (tcp if proto == 6 else udp)(pa, pb)
@@ -41,15 +42,20 @@ def test_capture_table_and_key_agree_on_the_hash_of_any_key(family, data, pa, pb
     if vni is not None:  # the same flow inside a VXLAN: its VNI is part of the key
         frame = ethernet("02:00:00:00:01:01", "02:00:00:00:01:02", 0x0800,
                          ipv4("192.0.2.1", "192.0.2.2", 17, udp(40000, 4789, vxlan(vni, frame))))
-    record = _decode(frame)
+    record = _decode(frame, iface)
     r64, r16, r8 = record.view(np.uint64)[0], record.view(np.uint16)[0], record[0]
+    assert r16[L.H_IFACE] == iface
     word = np.uint64(K.key_word(r16[L.H_PORT_A], r16[L.H_PORT_B], r16[L.H_VLAN], r8[L.B_PROTO], family == 6))
+    word |= np.uint64(K.iface_bits(iface))
     vnet = np.uint64(0)
     if vni is not None:
         word |= K.KEY_VNET
         vnet = np.uint64(K.vnet_word(T_VXLAN, vni))
     assert int(word) | 1 << 63 == K.key_word_of(int(r16[L.H_PORT_A]), int(r16[L.H_PORT_B]), vlan or 0, proto,
-                                                family == 6, vni is not None)
+                                                family == 6, vni is not None, iface)
+    assert K.iface_of(word) == iface and (iface != 0 or word == K.key_word(r16[L.H_PORT_A], r16[L.H_PORT_B],
+                                                                          r16[L.H_VLAN], r8[L.B_PROTO], family == 6)
+                                          | (K.KEY_VNET if vni is not None else 0))
     expected = K.key_hash(r64[L.W_ADDR_A], r64[L.W_ADDR_A + 1], r64[L.W_ADDR_B], r64[L.W_ADDR_B + 1], word, vnet)
     assert r64[L.W_HASH] == expected
     rows = []

@@ -64,13 +64,14 @@ def test_any_sensor_string_keeps_one_record_per_line(sensor):
     assert all(json.loads(x)["sensor"] == sensor for x in lines)
 
 
-def _expected(r: np.ndarray) -> dict:
+def _expected(r: np.ndarray, interfaces: tuple = ()) -> dict:
     """The record of one row, computed with the standard library only (independent of outputs.render)."""
     import datetime
     import socket
 
     key, state = int(r[R.F_KEY]), int(r[R.F_STATE])
-    proto, v6, vlan = (key >> 48) & 0xFF, bool((key >> 56) & 1), (key >> 32) & 0xFFFF
+    proto, v6, vlan = (key >> 48) & 0xFF, bool((key >> 56) & 1), (key >> 32) & 0xFFF
+    iface = (key >> 44) & 0xF | ((key >> 58) & 0x1F) << 4
     raw = r[0:4].tobytes()
     addr = [socket.inet_ntop(socket.AF_INET6, raw[:16]) if v6 else socket.inet_ntop(socket.AF_INET, raw[:4]),
             socket.inet_ntop(socket.AF_INET6, raw[16:]) if v6 else socket.inet_ntop(socket.AF_INET, raw[16:20])]
@@ -107,7 +108,7 @@ def _expected(r: np.ndarray) -> dict:
         "end_reason": R.END_REASONS.get(int(r[R.F_END]), "unknown"),
         "vlan": vlan or None, "src_tcp_flags": flags[s] if tcp else None, "dst_tcp_flags": flags[d] if tcp else None,
         "icmp_type": (state >> 24) & 0xFF if icmp else None, "icmp_code": (state >> 32) & 0xFF if icmp else None,
-        "tunnel": tunnel, "sensor": "s",
+        "tunnel": tunnel, "interface": interfaces[iface] if iface < len(interfaces) else None, "sensor": "s",
     }
 
 
@@ -127,12 +128,14 @@ _addr_words = st.one_of(
        first=st.integers(0, 253402300799_999_999), span=st.integers(0, 10**12),
        counts=st.lists(_u64, min_size=4, max_size=4), macs=st.tuples(_u64, _u64), state=st.integers(0, 2**41 - 1),
        end=st.integers(0, 6), tunnel=st.tuples(st.integers(0, 2**41 - 1) | st.just(0), st.integers(0, 2**24 - 1),
-                                               _u64, _addr_words, _addr_words))
+                                               _u64, _addr_words, _addr_words),
+       iface=st.integers(0, 511) | st.integers(0, 3),
+       interfaces=st.lists(st.text(max_size=20) | st.integers(0, 511) | st.none(), max_size=6).map(tuple))
 def test_every_field_matches_an_independent_rendering(a, b, ports, vlan, proto, v6, first, span, counts, macs,
-                                                      state, end, tunnel):
+                                                      state, end, tunnel, iface, interfaces):
     r = np.zeros(R.FLOW_WORDS, np.uint64)
     r[0:2], r[2:4] = a, b
-    r[R.F_KEY] = key_word_of(ports[0], ports[1], vlan, proto, v6)
+    r[R.F_KEY] = key_word_of(ports[0], ports[1], vlan, proto, v6, iface=iface)
     r[R.F_FIRST] = first
     r[R.F_LAST] = min(first + span, 253402300799_999_999)
     r[R.F_A_BYTES], r[R.F_B_BYTES], r[R.F_A_PKTS], r[R.F_B_PKTS] = counts
@@ -142,6 +145,6 @@ def test_every_field_matches_an_independent_rendering(a, b, ports, vlan, proto, 
     r[R.F_TUNNEL + R.U_VNET], r[R.F_TUNNEL + R.U_INFO], r[R.F_TUNNEL + R.U_IDS] = vnet, info, ids
     r[R.F_TUNNEL + R.U_OUTER_A:R.F_TUNNEL + R.U_OUTER_A + 2] = outer_a
     r[R.F_TUNNEL + R.U_OUTER_B:R.F_TUNNEL + R.U_OUTER_B + 2] = outer_b
-    record = json.loads(RecordFormatter("s").lines(r[None, :]))
+    record = json.loads(RecordFormatter("s", interfaces).lines(r[None, :]))
     assert uuid.UUID(record.pop("id")).version == 8
-    assert record == _expected(r)
+    assert record == _expected(r, interfaces)

@@ -5,6 +5,7 @@ bytes and wire length must be libpcap's. pcapng goes through libpcap, with ``Rec
 ahead: the walk must agree with what libpcap then returns."""
 
 import struct
+import subprocess
 
 import numpy as np
 import pcapy
@@ -12,8 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devourer.packet.capfile import PCAPNG_SHB, RecordWalker
+from devourer.packet.capfile import PCAPNG_SHB, RecordWalker, describe_pcapng, file_reader
 from devourer.packet.chunks import ChunkReader
+from devourer.packet.streams import Stream, StreamReader
 from tests.conftest import PCAPS, corpus_files
 from tests.pcapbuild import pcap_header, pcap_record
 
@@ -101,7 +103,7 @@ def test_pcapng_walk_agrees_with_libpcap(capture):
     handle = pcapy.open_offline(path)
     total = 0
     while True:
-        wire, caps = walker.peek(512)
+        wire, caps, _ = walker.peek(512)
         if len(wire) == 0:
             break
         caps = caps.copy()
@@ -117,6 +119,35 @@ def test_pcapng_walk_agrees_with_libpcap(capture):
     assert handle.next_batch(1)[1] == b""
     walker.close()
     assert total > 0
+
+
+def _tshark_interfaces(path: str) -> tuple[list[int], dict[int, str]]:
+    """tshark's frame.interface_id of every packet, and the interface names it reads ("unknown" where the
+    description has none)."""
+    out = subprocess.run(["tshark", "-r", path, "-T", "fields", "-e", "frame.interface_id",
+                          "-e", "frame.interface_name"], capture_output=True, text=True, check=True).stdout
+    rows = [line.split("\t") for line in out.splitlines()]
+    return [int(r[0]) for r in rows], {int(r[0]): r[1] for r in rows}
+
+
+@pytest.mark.parametrize("capture", PCAPNG)
+def test_every_packets_interface_and_its_name_are_tsharks(capture):
+    """The walk (files) and the stream index (pipes, compressed files) give each packet's interface as tshark's
+    frame.interface_id, and the descriptions name them as tshark does."""
+    path = str(PCAPS / capture)
+    ids, names = _tshark_interfaces(path)
+    walker, walked = RecordWalker(path, 512), []
+    while len(got := walker.peek(512)[2]):
+        walked.extend(got.tolist())
+        walker.commit(len(got))
+    walker.close()
+    reader, streamed = StreamReader(Stream(path), 512), []
+    while (batch := reader.next()) is not None:
+        streamed.extend(batch[3].tolist())
+    reader.close()
+    assert walked == ids and streamed == ids
+    described = describe_pcapng(file_reader(path))
+    assert {k: described[k].name or "unknown" for k in names} == names
 
 
 def test_records_longer_than_the_file_snaplen_still_count_their_wire_length(tmp_path):
