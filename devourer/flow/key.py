@@ -38,7 +38,6 @@ SEED = np.uint64(0x243F6A8885A308D3)
 OCCUPIED = np.uint64(1 << 63)  # in a table row's key word: the row holds a flow
 KEY_VNET = np.uint64(1 << 57)  # in a key word: the key has a virtual network word
 MAX_INTERFACES = 512  # interfaces one run keys apart (9 bits of the key word)
-IFACE_MASK = np.uint64((0xF << 44) | (0x1F << 58))  # the interface's bits in a key word
 
 MASK64 = (1 << 64) - 1
 V6_TAG = 1 << 128  # an IPv6 address key is tagged above 2**128 (``names.table.addr_key``)

@@ -278,13 +278,10 @@ def _if_name(block: bytes, order: str) -> str | None:
     return None
 
 
-def file_reader(path: str):
-    """``read_at`` for ``describe_pcapng`` over a file."""
-    def read_at(pos: int, size: int) -> bytes:
-        with open(path, "rb") as f:
-            f.seek(pos)
-            return f.read(size)
-    return read_at
+def describe_pcapng_file(path: str) -> list[Interface]:
+    """``describe_pcapng`` of a file, read through one descriptor."""
+    with open(path, "rb") as f:
+        return describe_pcapng(lambda pos, size: os.pread(f.fileno(), size, pos))
 
 
 class FileWindow:

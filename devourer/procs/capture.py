@@ -34,7 +34,7 @@ from devourer.packet import layout as L
 from devourer.ipc.ordered import end_marker
 from devourer.packet.bpf import compile_filter, live_kernel_filter, run_filter
 from devourer.flow.key import MAX_INTERFACES
-from devourer.packet.capfile import Interface, RecordWalker, describe_pcapng, file_reader
+from devourer.packet.capfile import Interface, RecordWalker, describe_pcapng_file
 from devourer.packet.chunks import ChunkReader, chunkable
 from devourer.packet.decode import SUPPORTED_DATALINKS, BatchDecoder
 from devourer.packet.streams import STREAM_ERRORS, Stream, StreamReader, is_stream
@@ -102,7 +102,7 @@ def open_file(path: str, settings: Settings) -> Source:
     except pcapy.PcapError as e:
         raise SourceError(f"capture file {path}: {_pcap_reason(e)}") from None
     datalink = _supported(path, handle.datalink())
-    described = describe_pcapng(file_reader(path)) if RecordWalker.supports(path) else None
+    described = describe_pcapng_file(path) if RecordWalker.supports(path) else None
     return Source(path, handle, datalink, 262144, False, path=path, bpf=_file_filter(datalink, settings),
                   described=described)
 

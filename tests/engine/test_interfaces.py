@@ -6,6 +6,7 @@ namespaces send the very same UDP conversation, so only the interface tells thei
 each host-side end at the same time, and replaying each recording must give that interface's flows.
 """
 
+import contextlib
 import os
 import shutil
 import signal
@@ -84,13 +85,19 @@ def _wait_for_capture(proc, readers: int) -> None:
     time.sleep(1.5)  # capture handles active
 
 
-def _start(tmp_path, *args):
-    """``devourer capture ARGS``, its stderr going to a file (read while it runs); returns (process, that file)."""
+@contextlib.contextmanager
+def _capturing(tmp_path, *args):
+    """``devourer capture ARGS`` running, its stderr going to a file (read while it runs): yields (process, that
+    file); killed on the way out if it still runs (stopped with ``_stop``, it does not)."""
     err = tmp_path / "stderr.txt"
     with open(err, "w") as f:
         proc = subprocess.Popen([*DEVOURER, "capture", *args], stdout=subprocess.DEVNULL, stderr=f, text=True,
                                 cwd=REPO)
-    return proc, err
+    try:
+        yield proc, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 def _stop(proc, err) -> str:
@@ -107,17 +114,15 @@ def test_two_interfaces_at_once_give_each_its_own_flows_as_tcpdump_records_them(
     dumps = [tmp_path / f"{iface}.pcap" for iface in (if1, if2)]
     tcpdumps = [subprocess.Popen(["tcpdump", "-i", iface, "-U", "-w", str(d)], stderr=subprocess.PIPE)
                 for iface, d in zip((if1, if2), dumps)]
-    proc, err_file = _start(tmp_path, "-i", if1, "-i", if2, "--readers", str(readers), "--workers", "2", "-s", "1s",
-                            "-o", "file", "-w", str(out))
     try:
-        _wait_for_capture(proc, 2 * readers)
-        _send(ns1, 3, 100)
-        _send(ns2, 5, 200)
-        time.sleep(1.0)
-        err = _stop(proc, err_file)
+        with _capturing(tmp_path, "-i", if1, "-i", if2, "--readers", str(readers), "--workers", "2", "-s", "1s",
+                        "-o", "file", "-w", str(out)) as (proc, err_file):
+            _wait_for_capture(proc, 2 * readers)
+            _send(ns1, 3, 100)
+            _send(ns2, 5, 200)
+            time.sleep(1.0)
+            err = _stop(proc, err_file)
     finally:
-        if proc.poll() is None:
-            proc.kill()
         for t in tcpdumps:
             t.send_signal(signal.SIGTERM)
             t.wait(timeout=30)
@@ -142,8 +147,7 @@ def test_an_interface_that_goes_down_is_said_once_and_captured_again_when_it_is_
                                                                                      no_shm_leftovers):
     (ns1, if1), (ns2, if2) = two_links
     out = tmp_path / "live.jsonl"
-    proc, err_file = _start(tmp_path, "-i", f"{if1},{if2}", "-s", "1s", "-o", "file", "-w", str(out))
-    try:
+    with _capturing(tmp_path, "-i", f"{if1},{if2}", "-s", "1s", "-o", "file", "-w", str(out)) as (proc, err_file):
         _wait_for_capture(proc, 2)
         _run("ip", "link", "set", if2, "down")
         time.sleep(2.5)  # several reopening attempts fail meanwhile
@@ -156,9 +160,6 @@ def test_an_interface_that_goes_down_is_said_once_and_captured_again_when_it_is_
         _send(ns2, 6, 100)
         time.sleep(1.0)
         err = _stop(proc, err_file)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == 0, err
     assert err.count(f"interface {if2}:") == 1 and "opening it again every 1 s" in err
     assert err.count(f"interface {if2} is back: capturing again") == 1

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devourer.packet.capfile import PCAPNG_SHB, RecordWalker, describe_pcapng, file_reader
+from devourer.packet.capfile import PCAPNG_SHB, RecordWalker, describe_pcapng_file
 from devourer.packet.chunks import ChunkReader
 from devourer.packet.streams import Stream, StreamReader
 from tests.conftest import PCAPS, corpus_files
@@ -146,7 +146,7 @@ def test_every_packets_interface_and_its_name_are_tsharks(capture):
         streamed.extend(batch[3].tolist())
     reader.close()
     assert walked == ids and streamed == ids
-    described = describe_pcapng(file_reader(path))
+    described = describe_pcapng_file(path)
     assert {k: described[k].name or "unknown" for k in names} == names
 
 
