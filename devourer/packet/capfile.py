@@ -109,9 +109,10 @@ def walk_pcapng(win, base, at_eof, pos, swapped_in, want, start, wire_out, cap_o
 
 
 @numba.njit(cache=True)
-def _ticks_per_second(win, q, blen, swapped):
-    """if_tsresol of the Interface Description Block at q (default microseconds), as ticks per second; 0 when
-    it cannot be used (finer than 10^-18 or 2^-62)."""
+def idb_option(win, q, blen, swapped, wanted):
+    """Where the option ``wanted`` of the Interface Description Block at q lies: (offset of its value, its
+    length), or (-1, 0) when the block has none. The one walk over an IDB's options (pcapng's TLVs, each
+    padded to 4 bytes, ended by opt_endofopt or the block)."""
     at = q + 16
     end = q + blen - 4
     while at + 4 <= end:
@@ -119,18 +120,32 @@ def _ticks_per_second(win, q, blen, swapped):
         length = (np.int64(win[at + 3]) << 8 | np.int64(win[at + 2])) if not swapped else (np.int64(win[at + 2]) << 8 | np.int64(win[at + 3]))
         if code == 0:
             break
-        if code == 9 and length >= 1 and at + 5 <= end:
-            v = np.int64(win[at + 4])
-            if v & 0x80:
-                return np.int64(1) << (v & 0x7F) if (v & 0x7F) <= 62 else np.int64(0)
-            if v > 18:
-                return np.int64(0)
-            t = np.int64(1)
-            for _ in range(v):
-                t *= 10
-            return t
+        if code == wanted:
+            return at + 4, min(length, end - at - 4)
         at += 4 + ((length + 3) // 4) * 4
-    return np.int64(1_000_000)
+    return np.int64(-1), np.int64(0)
+
+
+OPT_IF_NAME = 2
+OPT_IF_TSRESOL = 9
+
+
+@numba.njit(cache=True)
+def _ticks_per_second(win, q, blen, swapped):
+    """if_tsresol of the Interface Description Block at q (default microseconds), as ticks per second; 0 when
+    it cannot be used (finer than 10^-18 or 2^-62)."""
+    at, length = idb_option(win, q, blen, swapped, OPT_IF_TSRESOL)
+    if at < 0 or length < 1:
+        return np.int64(1_000_000)
+    v = np.int64(win[at])
+    if v & 0x80:
+        return np.int64(1) << (v & 0x7F) if (v & 0x7F) <= 62 else np.int64(0)
+    if v > 18:
+        return np.int64(0)
+    t = np.int64(1)
+    for _ in range(v):
+        t *= 10
+    return t
 
 
 @numba.njit(cache=True)
@@ -237,6 +252,17 @@ class Interface:
     name: str | None
 
 
+def block_head(head: bytes, swapped: bool) -> tuple[int, int, bool]:
+    """The type and total length of the pcapng block whose first 12 bytes are ``head``, in the byte order of
+    its section (``swapped``: big-endian), and that order after it: a Section Header Block sets it by its
+    byte-order magic."""
+    if head[:4] == PCAPNG_SHB:
+        swapped = head[8:12] != b"\x4d\x3c\x2b\x1a"
+    order = ">" if swapped else "<"
+    btype, blen = struct.unpack(order + "II", head[:8])
+    return btype, blen, swapped
+
+
 def describe_pcapng(read_at) -> list[Interface]:
     """The interfaces a pcapng capture's first section describes before its first packet, in order (their
     indexes are the packets' interface ids), read with ``read_at(position, size) -> bytes``. Stops at the
@@ -247,12 +273,10 @@ def describe_pcapng(read_at) -> list[Interface]:
         head = read_at(pos, 12)
         if len(head) < 12:
             break
-        if head[:4] == PCAPNG_SHB:
-            if pos:
-                break
-            swapped = head[8:10] != b"\x4d\x3c"
+        if head[:4] == PCAPNG_SHB and pos:
+            break
+        btype, blen, swapped = block_head(head, swapped)
         order = ">" if swapped else "<"
-        btype, blen = struct.unpack(order + "II", head[:8])
         if blen < 12 or blen % 4 or blen > MAX_RECORD_BYTES or btype in (2, 3, 6):
             break
         if btype == 1:
@@ -265,17 +289,11 @@ def describe_pcapng(read_at) -> list[Interface]:
 
 
 def _if_name(block: bytes, order: str) -> str | None:
-    """The if_name option (code 2) of an Interface Description Block, or None."""
-    at, end = 16, len(block) - 4
-    while at + 4 <= end:
-        code, length = struct.unpack(order + "HH", block[at:at + 4])
-        if code == 0:
-            break
-        if code == 2:
-            name = block[at + 4:at + 4 + length].split(b"\0", 1)[0].decode("utf-8", "replace")
-            return name or None
-        at += 4 + (length + 3) // 4 * 4
-    return None
+    """The if_name option of an Interface Description Block, or None."""
+    at, length = idb_option(np.frombuffer(block, np.uint8), 0, len(block), order == ">", OPT_IF_NAME)
+    if at < 0:
+        return None
+    return block[at:at + length].split(b"\0", 1)[0].decode("utf-8", "replace") or None
 
 
 def describe_pcapng_file(path: str) -> list[Interface]:

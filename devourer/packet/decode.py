@@ -239,19 +239,9 @@ def _open_in_ip(data, l4, ip_end, proto, v6):
     if _name_port(sport) or _name_port(dport):
         return none
     port = TU.udp_tunnel_port(sport, dport)
-    if port == TU.PORT_VXLAN:
-        nxt, at, tid = TU.vxlan(data, l4 + 8, ip_end)
-        return nxt, at, tid, np.int64(TU.T_VXLAN)
-    if port == TU.PORT_GENEVE:
-        nxt, at, tid = TU.geneve(data, l4 + 8, ip_end)
-        return nxt, at, tid, np.int64(TU.T_GENEVE)
-    if port == TU.PORT_GTPU:
-        nxt, at, tid = TU.gtpu(data, l4 + 8, ip_end)
-        return nxt, at, tid, np.int64(TU.T_GTPU)
-    if port == TU.PORT_L2TP:
-        nxt, at, tid = TU.l2tp(data, l4 + 8, ip_end)
-        return nxt, at, tid, np.int64(TU.T_L2TP)
-    return none
+    if port == 0:
+        return none
+    return TU.udp_tunnel(data, l4 + 8, ip_end, port)
 
 
 @numba.njit(cache=True)

@@ -33,7 +33,7 @@ import zstandard
 
 from devourer.packet.capfile import (MAX_INTERFACES, MAX_RECORD_BYTES, NANOSECOND_MAGICS, PCAP_MAGICS, PCAPNG_SHB,
                                      ST_DAMAGED, ST_EOF, ST_MORE, WINDOW_BYTES, Interface,
-                                     describe_pcapng, index_pcapng)
+                                     block_head, describe_pcapng, index_pcapng)
 from devourer.packet.chunks import MAX_SNAPLEN, index_records
 
 COMPRESSIONS = ((b"\x1f\x8b", "gzip"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"\xfd7zXZ\x00", "xz"), (b"BZh", "bzip2"))
@@ -222,10 +222,11 @@ class StreamWindow:
 
 class StreamReader:
     """Batches of a classic pcap or pcapng stream as the decoder takes them: ``next()`` gives (window, meta,
-    wire, interfaces: each packet's pcapng interface index, None for classic pcap) or None at its end (then ``damage()`` says whether it ended in damage)."""
+    wire, interfaces: each packet's pcapng interface index, None for classic pcap) or None at its end (then
+    ``damage()`` says whether it ended in damage)."""
 
-    def __init__(self, stream: Stream, batch: int, stopped=lambda: False):
-        self.window = StreamWindow(stream, stopped)
+    def __init__(self, stream: Stream, batch: int, stopped=lambda: False, window_bytes: int = WINDOW_BYTES):
+        self.window = StreamWindow(stream, stopped, window_bytes)
         self.stream = stream
         head = self.window.read_at(0, 24)
         self.meta = np.zeros((batch, 4), np.uint32)
@@ -292,9 +293,7 @@ class StreamReader:
         if len(head) < 16:
             return 16
         if self.pcapng:
-            size = int.from_bytes(head[4:8], "big" if self.state[0] else "little")
-            if head[:4] == PCAPNG_SHB:
-                size = int.from_bytes(head[4:8], "little" if head[8:10] == b"\x4d\x3c" else "big")
+            size = block_head(head[:12], bool(self.state[0]))[1]
             return max(12, min(size, MAX_RECORD_BYTES))
         return 16 + min(int.from_bytes(head[8:12], "big" if self.swapped else "little"), MAX_RECORD_BYTES)
 

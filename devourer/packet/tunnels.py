@@ -260,3 +260,22 @@ def l2tp(data, p, end):
         q += 2
     nxt, at = _ppp(data, q, end)
     return nxt, at, ident
+
+
+@numba.njit(cache=True, inline="always")
+def udp_tunnel(data, p, end, port):
+    """The tunnel header at p of a UDP datagram to ``port`` (``udp_tunnel_port``): (next EtherType or -1,
+    offset, id, type)."""
+    if port == PORT_VXLAN:
+        nxt, at, tid = vxlan(data, p, end)
+        return nxt, at, tid, np.int64(T_VXLAN)
+    if port == PORT_GENEVE:
+        nxt, at, tid = geneve(data, p, end)
+        return nxt, at, tid, np.int64(T_GENEVE)
+    if port == PORT_GTPU:
+        nxt, at, tid = gtpu(data, p, end)
+        return nxt, at, tid, np.int64(T_GTPU)
+    if port == PORT_L2TP:
+        nxt, at, tid = l2tp(data, p, end)
+        return nxt, at, tid, np.int64(T_L2TP)
+    return np.int64(-1), p, np.int64(-1), np.int64(T_NONE)

@@ -90,6 +90,22 @@ def test_a_directory_is_read_in_the_order_of_first_packets(tmp_path):
     assert _same(records) == _same(_plain("goprobe__default.pcap", tmp_path))
 
 
+@pytest.mark.parametrize("capture", CAPTURES + ["tcpreplay__test.pcap", "nfstream__alexa-app.pcapng"])
+def test_the_first_packet_time_of_a_capture_is_tsharks(capture, tmp_path):
+    """The time a directory is ordered by: the first packet's, as tshark reads it (microseconds), for the plain
+    and the compressed file alike."""
+    from devourer.packet.archives import first_packet_time
+
+    out = subprocess.run(["tshark", "-r", str(PCAPS / capture), "-c", "1", "-T", "fields", "-e",
+                          "frame.time_epoch"], capture_output=True, text=True, check=True).stdout.strip()
+    sec, _, frac = out.partition(".")
+    expected = int(sec) * 1_000_000 + int((frac + "000000")[:6])
+    packed = tmp_path / "capture.gz"
+    packed.write_bytes(gzip.compress((PCAPS / capture).read_bytes()))
+    assert first_packet_time(str(PCAPS / capture)) == expected
+    assert first_packet_time(str(packed)) == expected
+
+
 def test_an_empty_directory_is_refused(tmp_path):
     from tests.conftest import run_devourer
 
