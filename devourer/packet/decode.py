@@ -386,11 +386,41 @@ def _sent_by_b(data, saddr, daddr, alen, sport, dport):
     return sport > dport
 
 
+@numba.njit(cache=True)
+def _add_tunnel(rec8, rec32, rec64, out, data, tun, keyw):
+    """The tunnel fields of packet record ``out``, which ``_write_record`` wrote as if it came through none;
+    its key hash again where the tunnel's virtual network is part of the key. A call: few packets need it."""
+    for w in range(L.W_OUTER_SRC, L.W_OUTER_DST + 2):
+        rec64[out, w] = 0
+    ttype = tun[TN_TYPE]
+    rec8[out, L.B_TUNNEL] = ttype
+    rec8[out, L.B_DEPTH] = tun[TN_DEPTH]
+    flags = rec8[out, L.B_FLAGS]
+    vnet = np.uint64(0)
+    if tun[TN_ID] >= 0:
+        rec32[out, L.D_TUNNEL_ID] = tun[TN_ID]
+        flags |= L.FLAG_TUNNEL_ID
+        if tun[TN_KEYED]:
+            flags |= L.FLAG_KEYED
+            vnet = vnet_word(ttype, tun[TN_ID])
+    if tun[TN_OUTER_SRC] >= 0:
+        flags |= L.FLAG_OUTER_IP | (L.FLAG_OUTER_V6 if tun[TN_OUTER_V6] else 0)
+        for k in range(16 if tun[TN_OUTER_V6] else 4):
+            rec8[out, L.W_OUTER_SRC * 8 + k] = data[tun[TN_OUTER_SRC] + k]
+            rec8[out, L.W_OUTER_DST * 8 + k] = data[tun[TN_OUTER_DST] + k]
+    rec8[out, L.B_FLAGS] = flags
+    if vnet != 0:
+        rec64[out, L.W_HASH] = key_hash(rec64[out, L.W_ADDR_A], rec64[out, L.W_ADDR_A + 1], rec64[out, L.W_ADDR_B],
+                                        rec64[out, L.W_ADDR_B + 1], keyw | KEY_VNET, vnet)
+    return rec64[out, L.W_HASH]
+
+
 @numba.njit(cache=True, inline="always")
 def _write_record(rec8, rec16, rec32, rec64, out, data, aa, ab, alen, ts, clk, wl, pa, pb, vlan, proto, from_b,
-                  v6, tflags, itype, icode, smac, dmac, tun, iface):
-    """Packet record ``out`` (layout in ``packet.layout``) for endpoints A at aa and B at ab, in the tunnel
-    ``tun`` (TN_*), captured on the run's interface ``iface``; returns its key hash (``flow.key``)."""
+                  v6, tflags, itype, icode, smac, dmac, iface):
+    """Packet record ``out`` (layout in ``packet.layout``) for endpoints A at aa and B at ab, captured on the
+    run's interface ``iface``, as if it came through no tunnel (``_add_tunnel`` adds one); returns its key hash
+    (``flow.key``) and key word."""
     for k in range(16, 48):
         rec8[out, k] = 0
     for k in range(alen):
@@ -409,31 +439,15 @@ def _write_record(rec8, rec16, rec32, rec64, out, data, aa, ab, alen, ts, clk, w
     rec8[out, L.B_ICMP_CODE] = icode
     rec64[out, L.W_SRC_MAC] = smac
     rec64[out, L.W_DST_MAC] = dmac
-    for w in range(L.W_OUTER_SRC, L.W_OUTER_SRC + 5):
-        rec64[out, w] = 0
-    rec16[out, L.H_IFACE] = iface  # in the last word, just cleared
-    ttype = tun[TN_TYPE]
-    rec8[out, L.B_TUNNEL] = ttype
-    vnet = np.uint64(0)
-    if ttype != TU.T_NONE:
-        rec8[out, L.B_DEPTH] = tun[TN_DEPTH]
-        if tun[TN_ID] >= 0:
-            rec32[out, L.D_TUNNEL_ID] = tun[TN_ID]
-            flags |= L.FLAG_TUNNEL_ID
-            if tun[TN_KEYED]:
-                flags |= L.FLAG_KEYED
-                vnet = vnet_word(ttype, tun[TN_ID])
-        if tun[TN_OUTER_SRC] >= 0:
-            flags |= L.FLAG_OUTER_IP | (L.FLAG_OUTER_V6 if tun[TN_OUTER_V6] else 0)
-            for k in range(16 if tun[TN_OUTER_V6] else 4):
-                rec8[out, L.W_OUTER_SRC * 8 + k] = data[tun[TN_OUTER_SRC] + k]
-                rec8[out, L.W_OUTER_DST * 8 + k] = data[tun[TN_OUTER_DST] + k]
+    # the last word: no tunnel id, no depth, and the interface (H_IFACE, its top 16 bits)
+    rec64[out, L.W_TUNNEL_ID] = np.uint64(iface) << np.uint64(48)
+    rec8[out, L.B_TUNNEL] = 0
     rec8[out, L.B_FLAGS] = flags
-    keyw = key_word(pa, pb, vlan, proto, v6) | (KEY_VNET if vnet != 0 else np.uint64(0)) | iface_bits(iface)
+    keyw = key_word(pa, pb, vlan, proto, v6) | iface_bits(iface)
     h = key_hash(rec64[out, L.W_ADDR_A], rec64[out, L.W_ADDR_A + 1], rec64[out, L.W_ADDR_B],
-                 rec64[out, L.W_ADDR_B + 1], keyw, vnet)
+                 rec64[out, L.W_ADDR_B + 1], keyw, np.uint64(0))
     rec64[out, L.W_HASH] = h
-    return h
+    return h, keyw
 
 
 @numba.njit(cache=True, inline="always")
@@ -485,7 +499,18 @@ def decode_batch(data, meta, wire, datalink, snaplen, rec8, rec16, rec32, rec64,
         if ts > clk:
             clk = ts
         etype, q, smac, dmac, vlan = _link_layer(data, p, cap, end, datalink)
-        etype, q, smac, dmac, vlan, ip = _innermost(data, end, etype, q, smac, dmac, vlan, decap, tun, counters)
+        if etype == ETH_IPV4 or etype == ETH_IPV6:
+            ip = _ip(data, q, end, etype == ETH_IPV6)
+            ip_end = min(end, q + ip[6]) if ip[6] > 0 else end
+            if not ip[0] or not decap or not _may_open(data, ip[5], ip_end, ip[1]):
+                tun[TN_TYPE] = TU.T_NONE  # no tunnel: what _innermost would find, without its walk
+                tun[TN_DEPTH] = 0
+            else:
+                etype, q, smac, dmac, vlan, ip = _innermost(data, end, etype, q, smac, dmac, vlan, decap, tun,
+                                                            counters)
+        else:
+            etype, q, smac, dmac, vlan, ip = _innermost(data, end, etype, q, smac, dmac, vlan, decap, tun,
+                                                        counters)
         if etype != ETH_IPV4 and etype != ETH_IPV6:
             counters[CN.C_NON_IP] += 1
             counters[CN.C_BYTES] += wl if has_wire else cap
@@ -523,9 +548,11 @@ def decode_batch(data, meta, wire, datalink, snaplen, rec8, rec16, rec32, rec64,
             pa, pb, aa, ab = dport, sport, daddr, saddr
         else:
             pa, pb, aa, ab = sport, dport, saddr, daddr
-        h = _write_record(rec8, rec16, rec32, rec64, out, data, aa, ab, alen, ts, clk, wl, pa, pb, vlan, proto,
-                          from_b, v6, tflags, itype, icode, smac, dmac, tun,
-                          ifaces[i] if per_packet_iface else iface)
+        h, keyw = _write_record(rec8, rec16, rec32, rec64, out, data, aa, ab, alen, ts, clk, wl, pa, pb, vlan,
+                                proto, from_b, v6, tflags, itype, icode, smac, dmac,
+                                ifaces[i] if per_packet_iface else iface)
+        if tun[TN_TYPE] != TU.T_NONE:
+            h = _add_tunnel(rec8, rec32, rec64, out, data, tun, keyw)
         worker_of[out] = np.int32(((h >> np.uint64(32)) * np.uint64(n_workers)) >> np.uint64(32))
         counters[CN.C_BYTES] += wl
         if tun[TN_TYPE] != TU.T_NONE:

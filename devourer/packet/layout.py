@@ -48,7 +48,7 @@ W_ADDR_B = 4  # and 5
 W_HASH = 6
 W_SRC_MAC = 9
 W_DST_MAC = 10
-W_OUTER_SRC = 11  # and 12
+W_OUTER_SRC = 11  # and 12; these four words are written (and read) only when B_TUNNEL is not 0
 W_OUTER_DST = 13  # and 14
 W_TUNNEL_ID = 15  # tunnel_id in the low 32 bits
 # u32 index
