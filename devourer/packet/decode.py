@@ -387,40 +387,44 @@ def _sent_by_b(data, saddr, daddr, alen, sport, dport):
 
 
 @numba.njit(cache=True)
-def _add_tunnel(rec8, rec32, rec64, out, data, tun, keyw):
-    """The tunnel fields of packet record ``out``, which ``_write_record`` wrote as if it came through none;
-    its key hash again where the tunnel's virtual network is part of the key. A call: few packets need it."""
+def _add_tunnel(rec8, rec32, rec64, out, data, tun):
+    """The tunnel fields of packet record ``out``, which ``_write_record`` wrote as if it came through none
+    (but keyed with the tunnel's virtual network, ``_vnet_of``). A call: few packets need it."""
+    ttype, tid, depth = tun[TN_TYPE], tun[TN_ID], tun[TN_DEPTH]
+    outer_src, outer_dst, outer_v6 = tun[TN_OUTER_SRC], tun[TN_OUTER_DST], tun[TN_OUTER_V6]
     for w in range(L.W_OUTER_SRC, L.W_OUTER_DST + 2):
         rec64[out, w] = 0
-    ttype = tun[TN_TYPE]
     rec8[out, L.B_TUNNEL] = ttype
-    rec8[out, L.B_DEPTH] = tun[TN_DEPTH]
+    rec8[out, L.B_DEPTH] = depth
     flags = rec8[out, L.B_FLAGS]
-    vnet = np.uint64(0)
-    if tun[TN_ID] >= 0:
-        rec32[out, L.D_TUNNEL_ID] = tun[TN_ID]
+    if tid >= 0:
+        rec32[out, L.D_TUNNEL_ID] = tid
         flags |= L.FLAG_TUNNEL_ID
         if tun[TN_KEYED]:
             flags |= L.FLAG_KEYED
-            vnet = vnet_word(ttype, tun[TN_ID])
-    if tun[TN_OUTER_SRC] >= 0:
-        flags |= L.FLAG_OUTER_IP | (L.FLAG_OUTER_V6 if tun[TN_OUTER_V6] else 0)
-        for k in range(16 if tun[TN_OUTER_V6] else 4):
-            rec8[out, L.W_OUTER_SRC * 8 + k] = data[tun[TN_OUTER_SRC] + k]
-            rec8[out, L.W_OUTER_DST * 8 + k] = data[tun[TN_OUTER_DST] + k]
+    if outer_src >= 0:
+        flags |= L.FLAG_OUTER_IP | (L.FLAG_OUTER_V6 if outer_v6 else 0)
+        at_src, at_dst = L.W_OUTER_SRC * 8, L.W_OUTER_DST * 8
+        for k in range(16 if outer_v6 else 4):
+            rec8[out, at_src + k] = data[outer_src + k]
+            rec8[out, at_dst + k] = data[outer_dst + k]
     rec8[out, L.B_FLAGS] = flags
-    if vnet != 0:
-        rec64[out, L.W_HASH] = key_hash(rec64[out, L.W_ADDR_A], rec64[out, L.W_ADDR_A + 1], rec64[out, L.W_ADDR_B],
-                                        rec64[out, L.W_ADDR_B + 1], keyw | KEY_VNET, vnet)
-    return rec64[out, L.W_HASH]
+
+
+@numba.njit(cache=True, inline="always")
+def _vnet_of(tun):
+    """The virtual network word (``flow.key``) of the tunnel ``_innermost`` left in ``tun``, 0 when none."""
+    if tun[TN_TYPE] == TU.T_NONE or tun[TN_ID] < 0 or not tun[TN_KEYED]:
+        return np.uint64(0)
+    return vnet_word(tun[TN_TYPE], tun[TN_ID])
 
 
 @numba.njit(cache=True, inline="always")
 def _write_record(rec8, rec16, rec32, rec64, out, data, aa, ab, alen, ts, clk, wl, pa, pb, vlan, proto, from_b,
-                  v6, tflags, itype, icode, smac, dmac, iface):
+                  v6, tflags, itype, icode, smac, dmac, iface, vnet):
     """Packet record ``out`` (layout in ``packet.layout``) for endpoints A at aa and B at ab, captured on the
-    run's interface ``iface``, as if it came through no tunnel (``_add_tunnel`` adds one); returns its key hash
-    (``flow.key``) and key word."""
+    run's interface ``iface``, keyed with the virtual network ``vnet`` (0: none), as if it came through no
+    tunnel (``_add_tunnel`` adds one); returns its key hash (``flow.key``)."""
     for k in range(16, 48):
         rec8[out, k] = 0
     for k in range(alen):
@@ -443,11 +447,11 @@ def _write_record(rec8, rec16, rec32, rec64, out, data, aa, ab, alen, ts, clk, w
     rec64[out, L.W_TUNNEL_ID] = np.uint64(iface) << np.uint64(48)
     rec8[out, L.B_TUNNEL] = 0
     rec8[out, L.B_FLAGS] = flags
-    keyw = key_word(pa, pb, vlan, proto, v6) | iface_bits(iface)
+    keyw = key_word(pa, pb, vlan, proto, v6) | (KEY_VNET if vnet != 0 else np.uint64(0)) | iface_bits(iface)
     h = key_hash(rec64[out, L.W_ADDR_A], rec64[out, L.W_ADDR_A + 1], rec64[out, L.W_ADDR_B],
-                 rec64[out, L.W_ADDR_B + 1], keyw, np.uint64(0))
+                 rec64[out, L.W_ADDR_B + 1], keyw, vnet)
     rec64[out, L.W_HASH] = h
-    return h, keyw
+    return h
 
 
 @numba.njit(cache=True, inline="always")
@@ -548,11 +552,11 @@ def decode_batch(data, meta, wire, datalink, snaplen, rec8, rec16, rec32, rec64,
             pa, pb, aa, ab = dport, sport, daddr, saddr
         else:
             pa, pb, aa, ab = sport, dport, saddr, daddr
-        h, keyw = _write_record(rec8, rec16, rec32, rec64, out, data, aa, ab, alen, ts, clk, wl, pa, pb, vlan,
-                                proto, from_b, v6, tflags, itype, icode, smac, dmac,
-                                ifaces[i] if per_packet_iface else iface)
+        h = _write_record(rec8, rec16, rec32, rec64, out, data, aa, ab, alen, ts, clk, wl, pa, pb, vlan, proto,
+                          from_b, v6, tflags, itype, icode, smac, dmac, ifaces[i] if per_packet_iface else iface,
+                          _vnet_of(tun))
         if tun[TN_TYPE] != TU.T_NONE:
-            h = _add_tunnel(rec8, rec32, rec64, out, data, tun, keyw)
+            _add_tunnel(rec8, rec32, rec64, out, data, tun)
         worker_of[out] = np.int32(((h >> np.uint64(32)) * np.uint64(n_workers)) >> np.uint64(32))
         counters[CN.C_BYTES] += wl
         if tun[TN_TYPE] != TU.T_NONE:
