@@ -29,7 +29,8 @@ class RecordFormatter:
     def __init__(self, sensor: str, interfaces: tuple = ()):
         """``interfaces``: what each interface id of the run is called in records (``Settings.interface_labels``)."""
         self.sensor = sensor
-        self._seed = int.from_bytes(hashlib.blake2b(sensor.encode(), digest_size=8).digest(), "little")
+        self.interfaces = tuple(interfaces)
+        self.seed = self._seed = int.from_bytes(hashlib.blake2b(sensor.encode(), digest_size=8).digest(), "little")
         self._sensor_json = np.frombuffer(orjson.dumps(sensor), np.uint8).copy()
         labels = [orjson.dumps(label) for label in interfaces]
         self._iface_blob = np.frombuffer(bytearray(b"".join(labels) or b" "), np.uint8)
