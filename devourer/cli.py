@@ -246,9 +246,14 @@ def _add_input_flags(cap) -> None:
 
 def _add_output_flags(cap) -> None:
     out = cap.add_argument_group("output")
-    out.add_argument("-o", "--output", choices=["stdout", "file", "bigquery"], default="stdout",
-                     help="where flow records go")
+    out.add_argument("-o", "--output", choices=["stdout", "file", "bigquery", "parquet"], default="stdout",
+                     help="where flow records go (parquet: the local flow store, --store)")
     out.add_argument("-w", "--write-file", metavar="PATH", help="with -o file: JSON-lines file to append to")
+    out.add_argument("--store", default="devourer-store", metavar="DIR",
+                     help="with -o parquet: the flow store, Parquet files by date and hour (DIR/date=.../hour=.../)")
+    out.add_argument("--store-flush-interval", type=_duration_in(1, 3600), default="10s",
+                     help="with -o parquet: flows are in the store's files (queryable) at most this long after "
+                          "they end")
     out.add_argument("-s", "--stat-interval", type=_duration_in(0.1, DAY, zero_ok=True), default="0",
                      help="print a statistics line on stderr this often (e.g. 10s); 0: never")
     out.add_argument("--sensor-id", type=_typed(_sensor_id, "sensor id"), default=socket.gethostname(),
@@ -493,6 +498,7 @@ def settings_from_args(args) -> Settings:
         bigquery_table=args.bigquery_table, bigquery_sa_key_file=args.bigquery_sa_key_file,
         bigquery_sa_key_data=args.bigquery_sa_key_data, bigquery_endpoint=args.bigquery_endpoint,
         bigquery_flush_interval_s=args.bigquery_flush_interval, spool_dir=args.spool_dir,
+        store_dir=args.store, store_flush_interval_s=args.store_flush_interval,
         spool_max_bytes=args.spool_max_size, rotate_bytes=args.rotate_size, rotate_interval_s=args.rotate_interval,
         rotate_keep=args.rotate_keep, progress=args.progress and not args.quiet,
         metrics_port=args.metrics_port, metrics_address=args.metrics_address, run_as=run_as)

@@ -11,7 +11,7 @@ class Settings:
     # live, the interface names; replaying, each pcapng interface's name (or its index), None for classic pcap.
     # Filled by the supervisor once the sources are open (``procs.capture.interface_labels``)
     interface_labels: tuple = ()
-    output: str = "stdout"  # stdout | file | bigquery
+    output: str = "stdout"  # stdout | file | bigquery | parquet
     write_file: str | None = None
     stat_interval_s: float = 0.0  # 0: no periodic stats line
     workers: int = 1
@@ -42,6 +42,8 @@ class Settings:
     bigquery_endpoint: str | None = None
     bigquery_flush_interval_s: float = 5.0
     spool_dir: str = "devourer-spool"
+    store_dir: str = "devourer-store"  # -o parquet: the flow store (outputs.store)
+    store_flush_interval_s: float = 10.0
     spool_max_bytes: int = 1 << 30
     rotate_bytes: int = 0  # -o file: a new file past this size; 0: never
     rotate_interval_s: float = 0.0  # -o file: a new file at each multiple of this (wall clock); 0: never

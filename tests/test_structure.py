@@ -62,10 +62,11 @@ def test_every_output_implements_the_sink_protocol():
     from devourer.outputs.bigquery import BigQuerySink
     from devourer.outputs.jsonfile import JsonFileSink
     from devourer.outputs.stdout import StdoutSink
+    from devourer.outputs.store import ParquetStoreSink
 
     wanted = {name for name, _ in inspect.getmembers(Sink, inspect.isfunction) if not name.startswith("_")}
     assert wanted == {"write", "flush", "tick", "unsettled", "reopen", "close"}
-    for sink in (StdoutSink, JsonFileSink, BigQuerySink):
+    for sink in (StdoutSink, JsonFileSink, BigQuerySink, ParquetStoreSink):
         missing = [m for m in wanted if not callable(getattr(sink, m, None))]
         assert missing == [], sink.__name__
 

@@ -2,8 +2,9 @@
 
 The exporter is the only process that writes output; it drives its sink through ``Sink`` alone (no output
 is asked what it can do). A sink gets flows as a ``FlowBatch`` and takes them in the form it stores: JSON
-lines (stdout, a file) or record dicts (BigQuery). ``open_sink`` is the one place that maps the
-``--output`` setting to a sink, ``check_output`` the one place that tries it before capture starts.
+lines (stdout, a file), record dicts (BigQuery) or columns (the flow store, ``outputs.columns``).
+``open_sink`` is the one place that maps the ``--output`` setting to a sink, ``check_output`` the one place
+that tries it before capture starts.
 """
 
 import os
@@ -79,6 +80,10 @@ def open_sink(settings: Settings, report=None, counters=None) -> Sink:
         from devourer.outputs.bigquery import BigQuerySink
 
         return BigQuerySink(settings, report or (lambda text: None), counters)
+    if settings.output == "parquet":
+        from devourer.outputs.store import ParquetStoreSink
+
+        return ParquetStoreSink(settings.store_dir, settings.store_flush_interval_s, report)
     if settings.output == "file":
         from devourer.outputs.jsonfile import JsonFileSink
 
@@ -102,6 +107,14 @@ def check_output(settings: Settings, warn) -> None:
         except OSError as e:
             raise SourceError(f"cannot use --spool-dir {settings.spool_dir}{as_user}: {e.strerror}") from None
         bigquery.prepare(settings, warn)
+    if settings.output == "parquet":
+        from devourer.outputs import store
+
+        try:
+            with acting_as(settings.run_as):
+                store.prepare(settings.store_dir)
+        except OSError as e:
+            raise SourceError(f"cannot use --store {settings.store_dir}{as_user}: {e.strerror}") from None
     if settings.output == "file":
         try:
             with acting_as(settings.run_as):

@@ -1,0 +1,140 @@
+"""The flow store (``-o parquet --store DIR``, issue 16): what a run puts in it equals what ``-o file`` writes
+(mapped to flow_logs rows by ``row_of``), partitioned by the hour of ``first_seen_at``; what was acknowledged
+survives a killed run, once; bad settings are one line."""
+
+import datetime
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from devourer.engine import inprocess
+from devourer.outputs import FlowBatch
+from devourer.outputs.bigquery import row_of
+from devourer.outputs.format import RecordFormatter
+from devourer.outputs.store import STAGING, ParquetStoreSink
+from devourer.settings import Settings
+from tests.conftest import PCAPS, capture_records, run_devourer
+
+
+def _store_rows(store) -> list[dict]:
+    files = sorted(p for p in store.rglob("*.parquet"))
+    rows = []
+    for path in files:
+        date, hour = path.parent.parent.name, path.parent.name
+        for row in pq.read_table(path).to_pylist():
+            first = row["first_seen_at"]
+            assert (f"date={first:%Y-%m-%d}", f"hour={first:%H}") == (date, hour), path
+            for field in ("first_seen_at", "last_seen_at"):
+                row[field] = row[field].strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            rows.append(row)
+    return sorted(rows, key=lambda r: r["id"])
+
+
+@pytest.mark.parametrize("capture", ["dpkt__nb6-http.pcap", "ndpi__sites.pcapng", "zeek__pcapng-multi-interface.pcapng",
+                                     "tcpreplay__test.pcap"])
+def test_the_store_holds_what_file_output_writes(capture, tmp_path):
+    records, proc = capture_records(PCAPS / capture, "--sensor-id", "s1", tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    store = tmp_path / "store"
+    proc = run_devourer("capture", "-r", PCAPS / capture, "--sensor-id", "s1", "-o", "parquet", "--store", store)
+    assert proc.returncode == 0, proc.stderr
+    assert _store_rows(store) == sorted((row_of(r) for r in records), key=lambda r: r["id"])
+    assert os.listdir(store / STAGING) == []
+    assert not [p for p in store.rglob("*") if p.name.startswith(".") and p.name != STAGING]
+
+
+def test_a_capture_over_several_hours_lands_in_each_hour(tmp_path):
+    """goprobe__default spans hours: every flow is in the partition of its first packet (checked by
+    _store_rows), and there is more than one."""
+    store = tmp_path / "store"
+    proc = run_devourer("capture", "-r", PCAPS / "goprobe__default.pcap", "-o", "parquet", "--store", store)
+    assert proc.returncode == 0, proc.stderr
+    rows = _store_rows(store)
+    hours = {p.parent for p in store.rglob("*.parquet")}
+    assert len(hours) > 1 and len(hours) == len({r["first_seen_at"][:13] for r in rows})
+
+
+def _rows_of(capture: str) -> np.ndarray:
+    settings = Settings(read_files=(str(PCAPS / capture),))
+    flows = inprocess.ToTable(settings)
+    inprocess.read(settings, flows)
+    flows.table.flush()
+    return np.concatenate(flows.rows)
+
+
+def test_a_killed_run_loses_nothing_it_acknowledged_and_adds_nothing_twice(tmp_path):
+    """Batches fsynced at a tick are acknowledged (unsettled 0); the process dies before the staging file
+    became Parquet, in the middle of writing one more batch. The next start puts exactly the acknowledged
+    rows into the store, and a third start adds nothing."""
+    rows = _rows_of("goprobe__default.pcap")
+    formatter = RecordFormatter("s1")
+    store = tmp_path / "store"
+    sink = ParquetStoreSink(str(store), flush_interval_s=3600)
+    half = len(rows) // 2
+    sink.write(FlowBatch(formatter, rows[:half]))
+    assert sink.unsettled() == half
+    sink.tick()
+    assert sink.unsettled() == 0  # acknowledged: on disk
+    staging = sink._path
+    sink.write(FlowBatch(formatter, rows[half:]))
+    sink._file.flush()
+    with open(staging, "r+b") as f:  # the kill tore the last batch
+        f.truncate(os.path.getsize(staging) - 100)
+    del sink
+    assert list(store.rglob("*.parquet")) == []
+
+    ParquetStoreSink(str(store)).close()
+    expected = sorted((row_of(r) for r in formatter.records(rows[:half])), key=lambda r: r["id"])
+    assert _store_rows(store) == expected
+    assert os.listdir(store / STAGING) == []
+    ParquetStoreSink(str(store)).close()
+    assert _store_rows(store) == expected
+
+
+def test_flows_are_in_the_store_once_the_flush_interval_passed(tmp_path):
+    """Live, a flow is queryable --store-flush-interval after it ended, not only at the end of the run."""
+    now = [0.0]
+    store = tmp_path / "store"
+    sink = ParquetStoreSink(str(store), flush_interval_s=10, clock=lambda: now[0])
+    rows = _rows_of("dpkt__nb6-http.pcap")
+    sink.write(FlowBatch(RecordFormatter("s1"), rows))
+    sink.tick()
+    assert list(store.rglob("*.parquet")) == []
+    now[0] = 10.0
+    sink.tick()
+    assert len(_store_rows(store)) == len(rows)
+    sink.close()
+    assert len(_store_rows(store)) == len(rows)
+
+
+def test_a_store_that_is_a_file_is_one_line_and_exit_3(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    proc = run_devourer("capture", "-r", PCAPS / "dpkt__nb6-http.pcap", "-o", "parquet", "--store", blocker)
+    assert proc.returncode == 3 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "--store" in proc.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "2h", "abc"])
+def test_a_flush_interval_out_of_range_is_refused(value, tmp_path):
+    proc = run_devourer("capture", "-r", PCAPS / "dpkt__nb6-http.pcap", "-o", "parquet", "--store", tmp_path / "s",
+                        "--store-flush-interval", value)
+    assert proc.returncode == 2 and "--store-flush-interval" in proc.stderr and len(proc.stderr.splitlines()) == 1
+
+
+def test_the_store_reads_as_one_table_with_its_partitions(tmp_path):
+    """What a query engine sees: every file of the store as one dataset, date and hour as columns."""
+    import pyarrow.dataset as ds
+
+    store = tmp_path / "store"
+    proc = run_devourer("capture", "-r", PCAPS / "goprobe__default.pcap", "-o", "parquet", "--store", store)
+    assert proc.returncode == 0, proc.stderr
+    table = ds.dataset(store, format="parquet", partitioning="hive").to_table()
+    assert table.num_rows == len(_store_rows(store))
+    assert {"date", "hour"} <= set(table.schema.names)
+    first = table.column("first_seen_at").to_pylist()[0]
+    assert isinstance(first, datetime.datetime) and first.tzinfo is not None
+    assert table.schema.field("src_names").type == pa.list_(pa.string())
