@@ -100,24 +100,19 @@ def _write_parquet(directory: str, stem: str, table: pa.Table) -> int:
 
 
 def _read_staging(path: str) -> pa.Table | None:
-    """The whole batches of a staging file (a torn last one is left out: it was never acknowledged)."""
-    batches = []
+    """The whole batches of a staging file (a torn last one is left out: it was never acknowledged), or None
+    when not even its schema was written."""
+    batches: list[pa.RecordBatch] = []
+    schema = None
     try:
         with open(path, "rb") as f:
             reader = ipc.open_stream(f)
-            while True:
-                try:
-                    batches.append(reader.read_next_batch())
-                except StopIteration:
-                    break
             schema = reader.schema
-    except (pa.ArrowInvalid, OSError, EOFError):
-        if not batches:
-            return None
-        schema = batches[0].schema
-    except StopIteration:
-        return None
-    return pa.Table.from_batches(batches, schema)
+            for batch in reader:
+                batches.append(batch)
+    except (pa.ArrowInvalid, OSError):
+        pass  # torn where the kill came
+    return None if schema is None else pa.Table.from_batches(batches, schema)
 
 
 class ParquetStoreSink:
