@@ -96,31 +96,29 @@ def open_sink(settings: Settings, report=None, counters=None) -> Sink:
 
 def check_output(settings: Settings, warn) -> None:
     """Fail early (before any capture) when the output cannot be used; with --user, as that user."""
-    as_user = f" as user {settings.run_as[2]} (--user)" if settings.run_as and os.geteuid() == 0 else ""
     if settings.output == "bigquery":
         from devourer.outputs import bigquery
         from devourer.outputs.spool import Spool
 
-        try:
-            with acting_as(settings.run_as):
-                Spool.prepare(settings.spool_dir)
-        except OSError as e:
-            raise SourceError(f"cannot use --spool-dir {settings.spool_dir}{as_user}: {e.strerror}") from None
+        _try_as_user(settings, f"cannot use --spool-dir {settings.spool_dir}", Spool.prepare, settings.spool_dir)
         bigquery.prepare(settings, warn)
     if settings.output == "parquet":
         from devourer.outputs import store
 
-        try:
-            with acting_as(settings.run_as):
-                store.prepare(settings.store_dir)
-        except OSError as e:
-            raise SourceError(f"cannot use --store {settings.store_dir}{as_user}: {e.strerror}") from None
+        _try_as_user(settings, f"cannot use --store {settings.store_dir}", store.prepare, settings.store_dir)
     if settings.output == "file":
-        try:
-            with acting_as(settings.run_as):
-                os.close(open_private(settings.write_file))
-        except OSError as e:
-            raise SourceError(f"cannot open output file {settings.write_file}{as_user}: {e.strerror}") from None
+        _try_as_user(settings, f"cannot open output file {settings.write_file}",
+                     lambda path: os.close(open_private(path)), settings.write_file)
+
+
+def _try_as_user(settings: Settings, what: str, action, path: str) -> None:
+    """``action(path)`` with --user's rights; an OSError becomes one line: ``what``, who tried, and why."""
+    try:
+        with acting_as(settings.run_as):
+            action(path)
+    except OSError as e:
+        as_user = f" as user {settings.run_as[2]} (--user)" if settings.run_as and os.geteuid() == 0 else ""
+        raise SourceError(f"{what}{as_user}: {e.strerror}") from None
 
 
 def open_private(path: str, mode: int = OUTPUT_MODE) -> int:

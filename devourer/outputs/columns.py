@@ -20,7 +20,7 @@ from devourer.packet.tunnels import TUNNEL_NAMES
 
 #: the text columns ``_texts`` writes, in order
 TEXT_COLUMNS = ("id", "src_addr", "dst_addr", "src_hw_addr", "dst_hw_addr", "tunnel_src", "tunnel_dst")
-_MAX_TEXT = 40 + 2 * 45 + 2 * 17 + 2 * 45  # a row's text columns at their longest (id, 4 addresses, 2 MACs)
+TEXT_BYTES = 45  # a text column of a row at its longest: an IPv4-mapped IPv6 address (an id is 36, a MAC 17)
 PROTOCOL_NAMES = [{6: "tcp", 17: "udp", 1: "icmp4", 58: "icmp6"}.get(p, str(p)) for p in range(256)]
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
@@ -80,7 +80,7 @@ def _texts(rows, seed, buf, offsets, valid):
 
 def _text_arrays(rows: np.ndarray, seed: int) -> dict[str, pa.Array]:
     k = len(rows)
-    buf = np.empty((len(TEXT_COLUMNS), max(1, k * 45)), np.uint8)
+    buf = np.empty((len(TEXT_COLUMNS), max(1, k * TEXT_BYTES)), np.uint8)
     offsets = np.empty((len(TEXT_COLUMNS), k + 1), np.int32)
     valid = np.zeros((len(TEXT_COLUMNS), k), np.uint8)
     _texts(rows, np.uint64(seed), buf, offsets, valid)
@@ -127,7 +127,7 @@ def flow_table(formatter, rows: np.ndarray, names=None) -> pa.Table:
     is_icmp = (proto == 1) | (proto == 58)
     vlan = ((key >> np.uint64(32)) & np.uint64(0xFFF)).astype(np.int64)
     texts = _text_arrays(rows, formatter.seed)
-    src_names, dst_names = _name_columns(formatter, rows, names, a_is_src)
+    src_names, dst_names = _name_columns(formatter, rows, names)
 
     tunnelled = (rows[:, R.F_STATE] & np.uint64(R.ST_TUNNEL)) != 0
     info = rows[:, R.F_TUNNEL + R.U_INFO].astype(np.int64)
@@ -176,7 +176,7 @@ def flow_table(formatter, rows: np.ndarray, names=None) -> pa.Table:
     return pa.table(columns)
 
 
-def _name_columns(formatter, rows: np.ndarray, names, a_is_src: np.ndarray) -> tuple[pa.Array, pa.Array]:
+def _name_columns(formatter, rows: np.ndarray, names) -> tuple[pa.Array, pa.Array]:
     """Each row's src and dst name lists (empty lists where an endpoint has none)."""
     k = len(rows)
     src_index = np.full(k, -1, np.int32)
@@ -184,7 +184,7 @@ def _name_columns(formatter, rows: np.ndarray, names, a_is_src: np.ndarray) -> t
     blob: list[bytes] = []
     offsets = [0]
     if names is not None:
-        formatter._name_lists(names, rows, src_index, dst_index, blob, offsets)
+        formatter.name_lists(names, rows, src_index, dst_index, blob, offsets)
     # each distinct list once, and an empty one last; the rows take theirs by index (C++, not a Python loop)
     distinct = pa.array([orjson.loads(b) for b in blob] + [[]], pa.list_(pa.string()))
     empty = len(blob)

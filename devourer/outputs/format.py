@@ -56,7 +56,7 @@ class RecordFormatter:
         else:
             src_names = np.full(k, -1, np.int32)
             dst_names = np.full(k, -1, np.int32)
-            self._name_lists(names, rows, src_names, dst_names, blob, offsets)
+            self.name_lists(names, rows, src_names, dst_names, blob, offsets)
         names_blob = np.frombuffer(bytearray(b"".join(blob)), np.uint8)  # writable: one compiled variant
         size = k * (MAX_FIXED_BYTES + len(self._sensor_json) + self._iface_longest)
         if len(names_blob):  # exactly what the lists take: a shared list is written once per row that has it
@@ -68,7 +68,7 @@ class RecordFormatter:
         return buf[:used].tobytes()
 
     @staticmethod
-    def _name_lists(names, rows, src_names, dst_names, blob: list, offsets: list) -> None:
+    def name_lists(names, rows, src_names, dst_names, blob: list, offsets: list) -> None:
         """Fill the per-row indexes of each endpoint's JSON name list (``blob``/``offsets``).
 
         Rows with the same names share one encoded list."""

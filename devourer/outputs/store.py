@@ -66,23 +66,21 @@ def prepare(directory: str) -> None:
     _folder(os.path.join(directory, STAGING))
 
 
-def _partition(first_us: int) -> tuple[str, str]:
-    t = datetime.datetime.fromtimestamp(first_us / 1e6, datetime.timezone.utc)
-    return f"date={t:%Y-%m-%d}", f"hour={t:%H}"
+def _partition(hour: datetime.datetime) -> tuple[str, str]:
+    return f"date={hour:%Y-%m-%d}", f"hour={hour:%H}"
 
 
-def _write_parquet(directory: str, stem: str, table: pa.Table) -> int:
+def _write_parquet(directory: str, stem: str, table: pa.Table) -> None:
     """``table`` as Parquet files, one per hour partition of ``first_seen_at``, each complete on disk before
-    its name appears; returns the files written."""
+    its name appears."""
     if table.num_rows == 0:
-        return 0
+        return
     table = table.combine_chunks()  # one row group per file rather than one per batch
     hours = pc.floor_temporal(table["first_seen_at"], unit="hour")
     distinct = pc.unique(hours).to_pylist()
-    written = 0
     for hour in distinct:
         part = table if len(distinct) == 1 else table.filter(pc.equal(hours, pa.scalar(hour, hours.type)))
-        date_dir, hour_dir = _partition(int(hour.timestamp() * 1_000_000))
+        date_dir, hour_dir = _partition(hour)
         folder = os.path.join(directory, date_dir, hour_dir)
         _folder(os.path.join(directory, date_dir))
         _folder(folder)
@@ -95,8 +93,6 @@ def _write_parquet(directory: str, stem: str, table: pa.Table) -> int:
             os.fsync(f.fileno())
         os.replace(temporary, os.path.join(folder, name))
         _fsync_dir(folder)
-        written += 1
-    return written
 
 
 def _read_staging(path: str) -> pa.Table | None:

@@ -159,18 +159,18 @@ class _Parser:
         return token is not None and token[0] in ("op", "word") and token[1].lower() in words
 
     def expression(self, depth: int) -> Condition:
-        operands = [self.term(depth)]
-        while self.is_word("|", "or"):
-            self.take()
-            operands.append(self.term(depth))
-        return operands[0] if len(operands) == 1 else Or(tuple(operands))
+        return self._joined(lambda: self.term(depth), ("|", "or"), Or)
 
     def term(self, depth: int) -> Condition:
-        operands = [self.factor(depth)]
-        while self.is_word("&", "and"):
+        return self._joined(lambda: self.factor(depth), ("&", "and"), And)
+
+    def _joined(self, operand, words: tuple[str, ...], kind: type) -> Condition:
+        """operand { word operand }: one operand as it is, several as ``kind`` of them."""
+        operands = [operand()]
+        while self.is_word(*words):
             self.take()
-            operands.append(self.factor(depth))
-        return operands[0] if len(operands) == 1 else And(tuple(operands))
+            operands.append(operand())
+        return operands[0] if len(operands) == 1 else kind(tuple(operands))
 
     def factor(self, depth: int) -> Condition:
         if depth > MAX_DEPTH:
