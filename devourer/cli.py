@@ -205,7 +205,50 @@ def build_parser() -> _Parser:
     for add_flags in (_add_input_flags, _add_output_flags, _add_bigquery_flags, _add_flow_flags, _add_operation_flags,
                       _add_engine_flags):
         add_flags(cap)
+    _add_query_parser(sub)
     return parser
+
+
+def _add_query_parser(sub) -> None:
+    q = sub.add_parser(
+        "query", help="ask the flows questions, goQuery-style: top talkers, conversations, ports, time series",
+        description="Aggregate flows from the flow store (-o parquet), JSON-lines files (-o file) or BigQuery "
+                    "(-o bigquery) by the attributes of QUERY and print the groups with the most bytes. The store "
+                    "and the BigQuery connection can also be set as DEVOURER_STORE and DEVOURER_BIGQUERY_* "
+                    "in the environment, as for capture.",
+        formatter_class=configargparse.ArgumentDefaultsHelpFormatter)
+    q.add_argument("query", metavar="QUERY",
+                   help="a query type (talk_src, talk_dst, talk_conv, apps_port, agg_talk_port, raw) or a comma "
+                        "list of attributes: sip dip sport dport proto time iface sensor vlan src_names dst_names "
+                        "status end_reason tunnel")
+    q.add_argument("-c", "--condition", metavar="COND",
+                   help="which flows: goQuery's conditions, e.g. \"dport = 443 & (host = 10.0.0.1 | net = "
+                        "192.168.0.0/16)\", \"proto = udp and not dnet = 10.0.0.0/8\", \"name ~ 'example\\.com$'\"")
+    q.add_argument("-i", "--iface", metavar="IFACES", help="only flows of these interfaces (a comma list)")
+    q.add_argument("-f", "--first", metavar="TIME",
+                   help="from this time (of a flow's first packet): 2026-11-30, 2026-11-30T10:00:00Z, unix seconds, "
+                        "or relative: -1d, -15d:04h, -90m; default: 30 days before --last")
+    q.add_argument("-l", "--last", metavar="TIME", help="up to this time (included), as --first; default: now")
+    q.add_argument("--resolution", default="auto", metavar="5m|1h|1d|auto",
+                   help="with 'time' among the attributes: the width of a time bucket; auto: 5m up to 2 days, "
+                        "1h up to 60 days, else 1d")
+    q.add_argument("-s", "--sort-by", choices=["bytes", "packets", "time"], default="bytes",
+                   help="order the groups by their bytes, packets (sent and received) or time")
+    q.add_argument("-a", "--ascending", action="store_true", help="smallest first")
+    q.add_argument("-n", "--limit", type=_count_in(1, 1_000_000_000, zero_ok=True), default=20, metavar="N",
+                   help="show this many groups; 0: all")
+    q.add_argument("--sum", action="store_true", help="print the totals only")
+    q.add_argument("-e", "--format", choices=["txt", "csv", "json"], default="txt",
+                   help="txt: a table with human units; csv: plain numbers; json: one object with rows, totals, hits")
+    src = q.add_argument_group("source (the flow store unless -r or --bigquery)")
+    src.add_argument("--store", default="devourer-store", metavar="DIR", env_var="DEVOURER_STORE",
+                     help="the flow store that capture -o parquet --store DIR writes")
+    src.add_argument("-r", "--read-file", action="extend", nargs="+", metavar="FILE",
+                     help="JSON-lines files as capture -o file writes them (rotated .gz ones too)")
+    src.add_argument("--bigquery", action="store_true",
+                     help="the table that capture -o bigquery fills (with the BigQuery flags below)")
+    _add_bigquery_connection_flags(q.add_argument_group("BigQuery (--bigquery; the key as "
+                                                        "DEVOURER_BIGQUERY_SA_KEY_DATA or --bigquery-sa-key-file)"))
 
 
 def _add_input_flags(cap) -> None:
@@ -270,20 +313,10 @@ def _add_output_flags(cap) -> None:
 
 def _add_bigquery_flags(cap) -> None:
     bq = cap.add_argument_group("BigQuery output (-o bigquery)")
-    bq.add_argument("--bigquery-project-id", "--bq-project-id", metavar="PROJECT",
-                    help="project of the dataset (env also DEVOURER_BQ_PROJECT_ID)")
-    bq.add_argument("--bigquery-dataset-id", "--bq-dataset", metavar="DATASET",
-                    help="dataset that holds the table; it must exist (env also DEVOURER_BQ_DATASET)")
-    bq.add_argument("--bigquery-table", default="flow_logs", metavar="TABLE",
-                    help="table, created DAY-partitioned on first_seen_at if absent")
-    bq.add_argument("--bigquery-sa-key-file", "--bq-sa-key-file", metavar="PATH",
-                    help="service-account key file; default: application default credentials "
-                         "(env also DEVOURER_BQ_SA_KEY_FILE)")
+    _add_bigquery_connection_flags(bq)
     bq.add_argument("--bigquery-sa-key-data", metavar="JSON",
                     help="the service-account key itself, only as DEVOURER_BIGQUERY_SA_KEY_DATA or in the config "
                          "file (for containers): on the command line every local user could read it with ps")
-    bq.add_argument("--bigquery-endpoint", metavar="URL",
-                    help="API endpoint (an emulator or a private endpoint); anonymous unless a key is given")
     bq.add_argument("--bigquery-flush-interval", type=_duration_in(0.01, 3600), default="5s",
                     help="send a partial batch after this long")
     bq.add_argument("--spool-dir", default="devourer-spool", metavar="DIR",
@@ -291,6 +324,21 @@ def _add_bigquery_flags(cap) -> None:
                          "(also after a restart)")
     bq.add_argument("--spool-max-size", type=_size_in(1 << 20, 1 << 40), default="1G",
                     help="the spool's bound; rows that do not fit are counted as dropped")
+
+
+def _add_bigquery_connection_flags(bq) -> None:
+    """The flags that say which table and how to reach it: the capture's, and the query's (--bigquery)."""
+    bq.add_argument("--bigquery-project-id", "--bq-project-id", metavar="PROJECT",
+                    env_var="DEVOURER_BIGQUERY_PROJECT_ID", help="project of the dataset (env also DEVOURER_BQ_PROJECT_ID)")
+    bq.add_argument("--bigquery-dataset-id", "--bq-dataset", metavar="DATASET",
+                    env_var="DEVOURER_BIGQUERY_DATASET_ID", help="dataset that holds the table; it must exist (env also DEVOURER_BQ_DATASET)")
+    bq.add_argument("--bigquery-table", default="flow_logs", metavar="TABLE", env_var="DEVOURER_BIGQUERY_TABLE",
+                    help="table, created DAY-partitioned on first_seen_at if absent")
+    bq.add_argument("--bigquery-sa-key-file", "--bq-sa-key-file", metavar="PATH",
+                    env_var="DEVOURER_BIGQUERY_SA_KEY_FILE", help="service-account key file; default: application default credentials "
+                         "(env also DEVOURER_BQ_SA_KEY_FILE)")
+    bq.add_argument("--bigquery-endpoint", metavar="URL", env_var="DEVOURER_BIGQUERY_ENDPOINT",
+                    help="API endpoint (an emulator or a private endpoint); anonymous unless a key is given")
 
 
 def _add_flow_flags(cap) -> None:
@@ -361,7 +409,7 @@ _DATASET_OR_TABLE = re.compile(r"^\w{1,1024}$")
 _ENDPOINT = re.compile(r"^https?://[^\s/?#]+(/[^\s]*)?$")
 
 
-def _check_bigquery_names(args) -> None:
+def check_bigquery_names(args) -> None:
     """Names that BigQuery would refuse at every request are refused here, before any capture."""
     for flag, value, pattern, what in (
             ("--bigquery-project-id", args.bigquery_project_id, _PROJECT,
@@ -469,7 +517,7 @@ def settings_from_args(args) -> Settings:
     if args.output == "bigquery" and not (args.bigquery_project_id and args.bigquery_dataset_id):
         raise UsageError("-o bigquery needs --bigquery-project-id and --bigquery-dataset-id")
     if args.output == "bigquery":
-        _check_bigquery_names(args)
+        check_bigquery_names(args)
     if args.write_file and args.output != "file":
         raise UsageError("-w/--write-file is only used with -o file")
     if (args.rotate_size or args.rotate_interval) and args.output != "file":
@@ -544,9 +592,22 @@ def _config_path(argv: list[str]) -> str:
     return "the config file"
 
 
+def _relative_times(argv: list[str]) -> list[str]:
+    """``query -f -30d`` as goQuery takes it: argparse would read -30d as an option, --first=-30d it reads."""
+    if not argv or argv[0] != "query":
+        return argv
+    out = []
+    for arg in argv:
+        if out and out[-1] in ("-f", "--first", "-l", "--last") and arg.startswith("-"):
+            out[-1] = f"{'--first' if out[-1] in ('-f', '--first') else '--last'}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv=None) -> int:
     parser = build_parser()
-    argv = sys.argv[1:] if argv is None else list(argv)
+    argv = _relative_times(sys.argv[1:] if argv is None else list(argv))
     try:
         args = parser.parse_args(argv)
     except UnicodeDecodeError as e:  # configargparse reads the file as text
@@ -561,6 +622,14 @@ def main(argv=None) -> int:
             return _names(Settings(read_files=capture_files(args.read_file)), args.json)
         except DevourerError as e:
             print(f"devourer: error: {e}", file=sys.stderr)
+            return e.exit_status
+    if args.command == "query":
+        try:
+            from devourer.query.command import run as run_query
+
+            return run_query(args)
+        except DevourerError as e:
+            print(f"devourer query: error: {e}", file=sys.stderr)
             return e.exit_status
     if args.command != "capture":
         parser.print_help(sys.stderr)

@@ -21,7 +21,8 @@ a name (tcp, udp, icmp, icmp6) or a number; ``net`` a CIDR. Values are bare word
 ``parse`` gives a tree of small types (``Comparison``, ``Not``, ``And``, ``Or``); ``str`` of a tree is
 its canonical text, which parses back to the same tree; ``to_sql`` compiles it to a SQL condition on
 the ``flow_logs`` columns (``outputs.bigquery.SCHEMA``) with its values as parameters, for DuckDB or
-BigQuery.
+BigQuery. Every comparison is true or false, never SQL's null: a flow without the field (no interface,
+no port) is unequal to every value, so ``not`` and ``!=`` keep it.
 """
 
 import ipaddress
@@ -274,22 +275,27 @@ def to_sql(tree: Condition, dialect: str = "duckdb") -> tuple[str, list]:
         return f"EXISTS(SELECT 1 FROM UNNEST({column}) AS n WHERE {test})"
 
     def net(column: str, network: str) -> str:
-        if dialect == "duckdb":
-            return f"devourer_in_net({column}, {param(network)})"
         n = ipaddress.ip_network(network)
-        mask = param(n.prefixlen)
-        return (f"(NET.IP_TRUNC(NET.SAFE_IP_FROM_STRING({column}), {mask}) = "
-                f"NET.SAFE_IP_FROM_STRING({param(str(n.network_address))}))")
+        if dialect == "bigquery":
+            mask = param(n.prefixlen)
+            return (f"COALESCE(NET.IP_TRUNC(NET.SAFE_IP_FROM_STRING({column}), {mask}) = "
+                    f"NET.SAFE_IP_FROM_STRING({param(str(n.network_address))}), FALSE)")
+        if n.version == 4:  # in SQL: a range of the address's number (10 M rows in a few ms, no Python call)
+            number = " + ".join(f"TRY_CAST(split_part({column}, '.', {i + 1}) AS BIGINT) * {1 << (24 - 8 * i)}"
+                                for i in range(4))
+            return (f"COALESCE(NOT contains({column}, ':') AND ({number}) BETWEEN {param(int(n.network_address))} "
+                    f"AND {param(int(n.broadcast_address))}, FALSE)")
+        return f"COALESCE(contains({column}, ':') AND devourer_in_net({column}, {param(network)}), FALSE)"
 
     def comparison(c: Comparison) -> str:
         if c.attribute == "proto":
             number = int(c.value)
             name = _PROTOCOL_NAMES.get(number, str(number))
-            return f"(protocol {c.operator} {param(name)})" if c.operator in ("=", "!=") else \
-                f"(CAST(CASE protocol WHEN 'tcp' THEN 6 WHEN 'udp' THEN 17 WHEN 'icmp4' THEN 1 WHEN 'icmp6' " \
-                f"THEN 58 ELSE CAST(protocol AS INTEGER) END AS INTEGER) {c.operator} {param(number)})"
+            return _equal("protocol", c.operator, param(name)) if c.operator in ("=", "!=") else \
+                f"COALESCE(CAST(CASE protocol WHEN 'tcp' THEN 6 WHEN 'udp' THEN 17 WHEN 'icmp4' THEN 1 WHEN 'icmp6' " \
+                f"THEN 58 ELSE TRY_CAST(protocol AS INTEGER) END AS INTEGER) {c.operator} {param(number)}, FALSE)"
         if c.attribute == "host":
-            both = f"(src_addr = {param(c.value)} OR dst_addr = {param(c.value)})"
+            both = f"COALESCE(src_addr = {param(c.value)} OR dst_addr = {param(c.value)}, FALSE)"
             return both if c.operator == "=" else f"NOT {both}"
         if c.attribute in ("net", "snet", "dnet"):
             sides = {"net": ("src_addr", "dst_addr"), "snet": ("src_addr",), "dnet": ("dst_addr",)}[c.attribute]
@@ -300,8 +306,8 @@ def to_sql(tree: Condition, dialect: str = "duckdb") -> tuple[str, list]:
             return "(" + " OR ".join(names(col, c) for col in columns) + ")"
         column = _COLUMNS[c.attribute]
         if c.operator == "~":
-            return regex(column, c.value)
-        return f"({column} {c.operator} {param(c.value)})"
+            return f"COALESCE({regex(column, c.value)}, FALSE)"
+        return _equal(column, c.operator, param(c.value))
 
     def walk(node: Condition) -> str:
         if isinstance(node, Comparison):
@@ -312,6 +318,14 @@ def to_sql(tree: Condition, dialect: str = "duckdb") -> tuple[str, list]:
         return "(" + joiner.join(walk(o) for o in node.operands) + ")"
 
     return walk(tree), params
+
+
+def _equal(column: str, operator: str, placeholder: str) -> str:
+    """A comparison that is true or false, never null: a flow without the field (no interface, no port) is
+    unequal to every value, below and above none."""
+    if operator == "!=":
+        return f"({column} IS DISTINCT FROM {placeholder})"
+    return f"COALESCE({column} {operator} {placeholder}, FALSE)"
 
 
 def _in_net(addresses, networks):

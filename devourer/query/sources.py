@@ -1,0 +1,174 @@
+"""Where ``devourer query`` reads flows: the flow store (``--store``), JSON-lines files (``-r``) or BigQuery
+(``--bigquery``). Each gives the compiled query's answer as plain rows.
+
+The store and JSON lines are read by DuckDB in this process. From the store only the hour partitions
+that overlap the window are read (the file list is made here: names that start with a dot, such as files
+still being written, are not flow files, and nothing but regular files is read). JSON lines, plain or
+gzip- or zstd-compressed (known by their bytes), are read with the record's own schema and presented as the
+``flow_logs`` columns, exactly as ``outputs.bigquery.row_of`` maps a record. BigQuery runs the same
+statement in its own dialect on the table ``-o bigquery`` fills, with the capture's connection flags.
+"""
+
+import datetime
+import os
+import re
+import stat
+from typing import Protocol
+
+from devourer.errors import SourceError, UsageError
+from devourer.query.spec import Query, Window
+from devourer.query.sql import compile_query
+
+_DATE = re.compile(r"^date=(\d{4})-(\d\d)-(\d\d)$")
+_HOUR = re.compile(r"^hour=(\d\d)$")
+HOUR = datetime.timedelta(hours=1)
+
+
+class Source(Protocol):
+    def answer(self, query: Query) -> list[tuple]:
+        """The rows of ``sql.compile_query``'s statement for ``query``."""
+
+
+def _regular(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _dirs(path: str, pattern: re.Pattern) -> list[tuple[re.Match, str]]:
+    out = []
+    for entry in sorted(os.listdir(path)):
+        m = pattern.match(entry)
+        full = os.path.join(path, entry)
+        if m and stat.S_ISDIR(os.lstat(full).st_mode):
+            out.append((m, full))
+    return out
+
+
+def store_files(directory: str, window: Window) -> list[str]:
+    """The Parquet files of the store's hour partitions that overlap ``window``."""
+    if not os.path.isdir(directory):
+        raise UsageError(f"--store {directory}: no flow store there (not a folder; -o parquet --store DIR "
+                         "makes one)")
+    files = []
+    first_hour = window.first.replace(minute=0, second=0, microsecond=0)
+    for day, day_path in _dirs(directory, _DATE):
+        try:
+            date = datetime.datetime(*map(int, day.groups()), tzinfo=datetime.timezone.utc)
+        except ValueError:
+            continue
+        if date + 24 * HOUR <= first_hour or date > window.last:
+            continue
+        for hour, hour_path in _dirs(day_path, _HOUR):
+            start = date + int(hour.group(1)) * HOUR
+            if start + HOUR <= window.first or start > window.last:
+                continue
+            files += [os.path.join(hour_path, n) for n in sorted(os.listdir(hour_path))
+                      if n.endswith(".parquet") and not n.startswith(".") and _regular(os.path.join(hour_path, n))]
+    return files
+
+
+def _duckdb():
+    import duckdb
+
+    from devourer.query.conditions import register
+
+    connection = duckdb.connect(config={"preserve_insertion_order": False})
+    register(connection)
+    return connection
+
+
+class StoreSource:
+    def __init__(self, directory: str):
+        self.directory = directory
+
+    def answer(self, query: Query) -> list[tuple]:
+        files = store_files(self.directory, query.window)
+        if not files:
+            return []
+        sql, params = compile_query(query, "read_parquet(?, union_by_name = true)", [files], "duckdb")
+        return _duckdb().execute(sql, params).fetchall()
+
+
+_ENDPOINT = "STRUCT(addr VARCHAR, port INTEGER, hw_addr VARCHAR, names VARCHAR[])"
+RECORD_COLUMNS = {  # docs/architecture.md §4
+    "id": "VARCHAR", "protocol": "VARCHAR", "src": _ENDPOINT, "dst": _ENDPOINT, "first_seen_at": "TIMESTAMPTZ",
+    "last_seen_at": "TIMESTAMPTZ", "src_stat": "STRUCT(bytes BIGINT, packets BIGINT)",
+    "dst_stat": "STRUCT(bytes BIGINT, packets BIGINT)", "status": "VARCHAR", "end_reason": "VARCHAR",
+    "vlan": "INTEGER", "src_tcp_flags": "INTEGER", "dst_tcp_flags": "INTEGER", "icmp_type": "INTEGER",
+    "icmp_code": "INTEGER",
+    "tunnel": "STRUCT(type VARCHAR, id BIGINT, src_id BIGINT, dst_id BIGINT, src VARCHAR, dst VARCHAR, depth INTEGER)",
+    "interface": "JSON", "sensor": "VARCHAR",  # interface: a name, or a pcapng interface index (a number)
+}
+_AS_FLOW_LOGS = ", ".join([
+    "id", "protocol", "src.addr AS src_addr", "dst.addr AS dst_addr", "src.port AS src_port", "dst.port AS dst_port",
+    "src.hw_addr AS src_hw_addr", "dst.hw_addr AS dst_hw_addr", "src.names AS src_names", "dst.names AS dst_names",
+    "first_seen_at", "last_seen_at", "src_stat.bytes AS src_bytes", "dst_stat.bytes AS dst_bytes",
+    "src_stat.packets AS src_packets", "dst_stat.packets AS dst_packets", "status", "end_reason", "vlan",
+    "src_tcp_flags", "dst_tcp_flags", "icmp_type", "icmp_code", "sensor",
+    *(f"tunnel.{k} AS tunnel_{k}" for k in ("type", "id", "src_id", "dst_id", "src", "dst", "depth")),
+    "interface->>'$' AS interface"])
+
+
+class JsonLinesSource:
+    def __init__(self, files: list[str]):
+        for path in files:
+            if not os.path.isfile(path):
+                raise UsageError(f"-r/--read-file {path}: {'a folder' if os.path.isdir(path) else 'no such file'}")
+            if not os.access(path, os.R_OK):
+                raise UsageError(f"-r/--read-file {path}: not readable")
+        self.files = files
+
+    def answer(self, query: Query) -> list[tuple]:
+        import duckdb
+
+        by_kind: dict[str, list[str]] = {}
+        for path in self.files:
+            by_kind.setdefault(_compression(path), []).append(path)
+        parts = [f"SELECT {_AS_FLOW_LOGS} FROM read_json(?, columns = ?, format = 'newline_delimited', "
+                 f"compression = '{kind}')" for kind in by_kind]
+        source_params = [p for files in by_kind.values() for p in (files, RECORD_COLUMNS)]
+        sql, params = compile_query(query, f"({' UNION ALL '.join(parts)})", source_params, "duckdb")
+        try:
+            return _duckdb().execute(sql, params).fetchall()
+        except (duckdb.InvalidInputException, duckdb.ConversionException, duckdb.IOException) as e:
+            first = str(e).splitlines()[0]
+            raise SourceError(f"-r/--read-file: not flow records as -o file writes them ({first})") from None
+
+
+def _compression(path: str) -> str:
+    """gzip, zstd or none, by the file's first bytes (a rotated file's name need not end in .gz)."""
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    return "gzip" if magic[:2] == b"\x1f\x8b" else "zstd" if magic == b"\x28\xb5\x2f\xfd" else "none"
+
+
+class BigQuerySource:
+    """``settings``: a ``Settings`` with the BigQuery connection (project, dataset, table, key, endpoint)."""
+
+    def __init__(self, settings):
+        self.settings = settings
+
+    def answer(self, query: Query) -> list[tuple]:
+        from google.api_core import exceptions as gexc
+        from google.cloud import bigquery
+
+        from devourer.outputs.bigquery import REQUEST_TIMEOUT_S, TRANSIENT, client, table_id
+
+        sql, params = compile_query(query, f"`{table_id(self.settings)}`", [], "bigquery")
+        kinds = {int: "INT64", str: "STRING", datetime.datetime: "TIMESTAMP"}
+        config = bigquery.QueryJobConfig(query_parameters=[
+            bigquery.ScalarQueryParameter(name, kinds[type(value)], value) for name, value in params.items()])
+        try:
+            job = client(self.settings).query(sql, job_config=config, timeout=REQUEST_TIMEOUT_S)
+            return [tuple(row.values()) for row in job.result(timeout=600)]
+        except gexc.NotFound:
+            raise SourceError(f"BigQuery table {table_id(self.settings)}: not found (the project, dataset and "
+                              "table that capture -o bigquery writes: --bigquery-project-id, --bigquery-dataset-id, "
+                              "--bigquery-table)") from None
+        except gexc.GoogleAPICallError as e:
+            first = (e.message or e.__class__.__name__).splitlines()[0]
+            raise SourceError(f"BigQuery query on {table_id(self.settings)} failed: {first}") from None
+        except TRANSIENT as e:
+            raise SourceError(f"BigQuery unreachable ({e.__class__.__name__})") from None
