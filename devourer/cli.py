@@ -297,6 +297,9 @@ def _add_output_flags(cap) -> None:
     out.add_argument("--store-flush-interval", type=_duration_in(1, 3600), default="10s",
                      help="with -o parquet: flows are in the store's files (queryable) at most this long after "
                           "they end")
+    out.add_argument("--store-retention", type=_duration_in(3600, 100 * 366 * DAY, zero_ok=True), default="0",
+                     help="with -o parquet: remove the store's hours that ended longer ago than this (e.g. 30d; by "
+                          "the wall clock, checked at start and hourly); 0: keep all")
     out.add_argument("-s", "--stat-interval", type=_duration_in(0.1, DAY, zero_ok=True), default="0",
                      help="print a statistics line on stderr this often (e.g. 10s); 0: never")
     out.add_argument("--sensor-id", type=_typed(_sensor_id, "sensor id"), default=socket.gethostname(),
@@ -547,6 +550,7 @@ def settings_from_args(args) -> Settings:
         bigquery_sa_key_data=args.bigquery_sa_key_data, bigquery_endpoint=args.bigquery_endpoint,
         bigquery_flush_interval_s=args.bigquery_flush_interval, spool_dir=args.spool_dir,
         store_dir=args.store, store_flush_interval_s=args.store_flush_interval,
+        store_retention_s=args.store_retention,
         spool_max_bytes=args.spool_max_size, rotate_bytes=args.rotate_size, rotate_interval_s=args.rotate_interval,
         rotate_keep=args.rotate_keep, progress=args.progress and not args.quiet,
         metrics_port=args.metrics_port, metrics_address=args.metrics_address, run_as=run_as)

@@ -44,6 +44,7 @@ class Settings:
     spool_dir: str = "devourer-spool"
     store_dir: str = "devourer-store"  # -o parquet: the flow store (outputs.store)
     store_flush_interval_s: float = 10.0
+    store_retention_s: float = 0.0  # hours older than this are removed; 0: kept
     spool_max_bytes: int = 1 << 30
     rotate_bytes: int = 0  # -o file: a new file past this size; 0: never
     rotate_interval_s: float = 0.0  # -o file: a new file at each multiple of this (wall clock); 0: never

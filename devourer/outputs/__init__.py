@@ -83,7 +83,8 @@ def open_sink(settings: Settings, report=None, counters=None) -> Sink:
     if settings.output == "parquet":
         from devourer.outputs.store import ParquetStoreSink
 
-        return ParquetStoreSink(settings.store_dir, settings.store_flush_interval_s, report)
+        return ParquetStoreSink(settings.store_dir, settings.store_flush_interval_s, report,
+                                retention_s=settings.store_retention_s)
     if settings.output == "file":
         from devourer.outputs.jsonfile import JsonFileSink
 

@@ -18,6 +18,10 @@ start; its last batch, if the kill tore it, was never acknowledged and is droppe
 nothing that was acknowledged, a reader never sees a partial file, and a row is in the store once: the
 partition files are written before the staging file is removed, and a leftover staging file is only
 converted once (the Parquet names derive from its name, so a second conversion overwrites, never adds).
+
+Upkeep (``store_upkeep``): an hour folder that has collected ``COMPACT_AT`` files has its small ones
+merged into one, swapped in atomically; ``--store-retention`` removes hours older than it, at start and
+hourly.
 """
 
 import datetime
@@ -32,6 +36,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from devourer.outputs import FlowBatch
+from devourer.outputs import store_upkeep
 from devourer.outputs.columns import flow_table
 
 FOLDER_MODE = 0o750
@@ -70,11 +75,12 @@ def _partition(hour: datetime.datetime) -> tuple[str, str]:
     return f"date={hour:%Y-%m-%d}", f"hour={hour:%H}"
 
 
-def _write_parquet(directory: str, stem: str, table: pa.Table) -> None:
+def _write_parquet(directory: str, stem: str, table: pa.Table) -> list[str]:
     """``table`` as Parquet files, one per hour partition of ``first_seen_at``, each complete on disk before
-    its name appears."""
+    its name appears; returns the hour folders written to."""
     if table.num_rows == 0:
-        return
+        return []
+    folders = []
     table = table.combine_chunks()  # one row group per file rather than one per batch
     hours = pc.floor_temporal(table["first_seen_at"], unit="hour")
     distinct = pc.unique(hours).to_pylist()
@@ -93,6 +99,8 @@ def _write_parquet(directory: str, stem: str, table: pa.Table) -> None:
             os.fsync(f.fileno())
         os.replace(temporary, os.path.join(folder, name))
         _fsync_dir(folder)
+        folders.append(folder)
+    return folders
 
 
 def _read_staging(path: str) -> pa.Table | None:
@@ -112,14 +120,21 @@ def _read_staging(path: str) -> pa.Table | None:
 
 
 class ParquetStoreSink:
-    def __init__(self, directory: str, flush_interval_s: float = 10.0, report=None, clock=time.monotonic):
+    def __init__(self, directory: str, flush_interval_s: float = 10.0, report=None, clock=time.monotonic,
+                 retention_s: float = 0.0, wall_clock=time.time):
         self.directory = directory
         self.flush_interval_s = flush_interval_s
         self.report = report or (lambda text, level="warning": None)
         self.clock = clock
+        self.retention_s = retention_s
+        self.wall_clock = wall_clock
+        self._compacting = True
         prepare(directory)
         self.staging_dir = os.path.join(directory, STAGING)
+        store_upkeep.remove_leftovers(directory)
         self._recover()
+        self._expired_at = None
+        self._expire()
         self._seq = 0
         self._writer: ipc.RecordBatchStreamWriter | None = None
         self._file = None
@@ -168,6 +183,26 @@ class ParquetStoreSink:
         self._sync()
         if self._writer is not None and self.clock() - self._opened_at >= self.flush_interval_s:
             self._publish()
+        self._expire()
+
+    def _expire(self) -> None:
+        """--store-retention: the hours older than it removed, at start and then hourly."""
+        now = self.wall_clock()
+        if not self.retention_s or (self._expired_at is not None and now - self._expired_at < 3600):
+            return
+        self._expired_at = now
+        before = datetime.datetime.fromtimestamp(now - self.retention_s, datetime.timezone.utc)
+        removed = store_upkeep.expire(self.directory, before)
+        if removed:
+            self.report(f"flow store: {removed} hour(s) older than --store-retention removed", "info")
+
+    def _compact(self, folders: list[str]) -> None:
+        for folder in dict.fromkeys(folders) if self._compacting else ():
+            try:
+                store_upkeep.compact(folder, FILE_MODE, COMPRESSION)
+            except OSError as e:
+                self._compacting = False  # e.g. a file system without RENAME_EXCHANGE: files stay as written
+                self.report(f"flow store: compaction off for this run ({e.strerror or e})", "warning")
 
     def _publish(self) -> None:
         """The staging file as Parquet in the partitions, then gone."""
@@ -181,10 +216,11 @@ class ParquetStoreSink:
         self._convert(path, pa.concat_tables(tables))
 
     def _convert(self, path: str, table: pa.Table | None) -> None:
-        if table is not None:
-            _write_parquet(self.directory, os.path.basename(path).removesuffix(".arrows"), table)
+        stem = os.path.basename(path).removesuffix(".arrows")
+        folders = [] if table is None else _write_parquet(self.directory, stem, table)
         os.unlink(path)
         _fsync_dir(self.staging_dir)
+        self._compact(folders)
 
     def _recover(self) -> None:
         """Staging files a killed run left: into the partitions, once."""

@@ -138,3 +138,80 @@ def test_the_store_reads_as_one_table_with_its_partitions(tmp_path):
     first = table.column("first_seen_at").to_pylist()[0]
     assert isinstance(first, datetime.datetime) and first.tzinfo is not None
     assert table.schema.field("src_names").type == pa.list_(pa.string())
+
+
+# ---- upkeep: compaction and retention
+def _hour_folders(store):
+    return sorted(p for p in store.glob("date=*/hour=*"))
+
+
+def test_an_hour_of_many_files_is_compacted_into_one_with_the_same_rows(tmp_path):
+    from devourer.outputs.store_upkeep import COMPACT_AT
+
+    rows = _rows_of("dpkt__nb6-http.pcap")
+    assert len(rows) >= COMPACT_AT + 1
+    store = tmp_path / "store"
+    ticks = iter(range(0, 10**6, 100))
+    sink = ParquetStoreSink(str(store), flush_interval_s=10, clock=lambda: next(ticks))
+    formatter = RecordFormatter("s1")
+    counts = []
+    for part in np.array_split(rows, COMPACT_AT + 1):
+        sink.write(FlowBatch(formatter, part))
+        sink.tick()  # publishes: one file per batch
+        counts.append(sum(len(list(f.glob("*.parquet"))) for f in _hour_folders(store)))
+    sink.close()
+    assert len(_hour_folders(store)) == 1
+    assert counts[:COMPACT_AT - 1] == list(range(1, COMPACT_AT)) and counts[COMPACT_AT - 1:] == [1, 2]
+    ids = [r["id"] for r in _store_rows(store)]
+    assert len(ids) == len(set(ids)) == len(rows)
+    assert not [p for p in store.rglob("*") if p.name.startswith(".") and p.name != STAGING]
+
+
+def test_an_interrupted_compaction_leaves_the_hour_whole_and_is_cleaned_up(tmp_path):
+    """A crash before the swap leaves .hour=HH.new, after it .hour=HH.new with the old files: either way the
+    visible folder is complete, and the next start removes the hidden one."""
+    store = tmp_path / "store"
+    sink = ParquetStoreSink(str(store))
+    sink.write(FlowBatch(RecordFormatter("s1"), _rows_of("dpkt__nb6-http.pcap")))
+    sink.close()
+    before = _store_rows(store)
+    hour = _hour_folders(store)[0]
+    leftover = hour.parent / f".{hour.name}.new"
+    leftover.mkdir()
+    (leftover / "compacted-1.parquet").write_bytes(b"PAR1 torn")
+    import duckdb
+
+    from devourer.query.sources import store_files
+    from devourer.query.spec import EARLIEST, LATEST, Window
+
+    files = store_files(str(store), Window(EARLIEST, LATEST))
+    assert files and all(".new" not in f for f in files)
+    assert duckdb.connect().execute("SELECT count(*) FROM read_parquet(?)", [files]).fetchone()[0] == len(before)
+    ParquetStoreSink(str(store)).close()
+    assert not leftover.exists() and _store_rows(store) == before
+
+
+def test_retention_removes_the_hours_that_ended_before_it(tmp_path):
+    store = tmp_path / "store"
+    sink = ParquetStoreSink(str(store))
+    sink.write(FlowBatch(RecordFormatter("s1"), _rows_of("goprobe__default.pcap")))
+    sink.close()
+    hours = _hour_folders(store)
+    assert len(hours) >= 3
+    starts = [datetime.datetime.strptime(f"{h.parent.name[5:]} {h.name[5:]}", "%Y-%m-%d %H").replace(
+        tzinfo=datetime.timezone.utc) for h in hours]
+    keep_from = starts[2]  # hours 0 and 1 end at or before now - retention
+    now = keep_from.timestamp() + 86400
+    rows = _store_rows(store)
+    ParquetStoreSink(str(store), retention_s=86400, wall_clock=lambda: now).close()
+    assert _hour_folders(store) == hours[2:]
+    kept = _store_rows(store)
+    assert kept == [r for r in rows if r["first_seen_at"] >= keep_from.strftime("%Y-%m-%dT%H")]
+    assert all(any(d.iterdir()) for d in store.glob("date=*"))  # days left empty are gone
+
+
+@pytest.mark.parametrize("value", ["10m", "-1d", "1000y"])
+def test_a_retention_out_of_range_is_refused(value, tmp_path):
+    proc = run_devourer("capture", "-r", PCAPS / "dpkt__http.pcap", "-o", "parquet", "--store", tmp_path / "s",
+                        "--store-retention", value)
+    assert proc.returncode == 2 and "--store-retention" in proc.stderr and proc.stderr.count("\n") == 1
