@@ -134,3 +134,18 @@ def test_the_sql_of_a_condition_selects_what_a_plain_filter_selects(condition, s
     expected = sorted(r["id"] for r in records if PLAIN[condition](r))
     assert got == expected
     assert 0 < len(expected) < len(records) or condition in ("dst_names != ''",)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.ip_addresses(v=4).map(str), min_size=1, max_size=20), st.ip_addresses(v=4), st.integers(0, 32),
+       st.sampled_from(["=", "!="]))
+def test_an_ipv4_net_in_sql_is_the_net_of_ipaddress(addresses, base, prefix, operator):
+    network = ipaddress.ip_network(f"{base}/{prefix}", strict=False)
+    addresses += [str(network.network_address), str(network.broadcast_address), "2001:db8::1", "::ffff:10.0.0.1"]
+    where, params = to_sql(parse(f"snet {operator} {network}"))
+    con = duckdb.connect()
+    register(con)
+    got = {a for (a,) in con.execute(f"SELECT src_addr FROM (SELECT unnest(?) AS src_addr) WHERE {where}",
+                                     [addresses, *params]).fetchall()}
+    inside = {a for a in addresses if ipaddress.ip_address(a).version == 4 and ipaddress.ip_address(a) in network}
+    assert got == (inside if operator == "=" else set(addresses) - inside)

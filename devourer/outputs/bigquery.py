@@ -21,6 +21,7 @@ requests are far from being the bottleneck (the exporter's formatting is).
 Key material is never put in a message: errors about keys name the flag only.
 """
 
+import datetime
 import json
 import random
 import time
@@ -128,6 +129,26 @@ def client(settings: Settings) -> bigquery.Client:
     options = {"api_endpoint": settings.bigquery_endpoint} if settings.bigquery_endpoint else None
     return bigquery.Client(project=settings.bigquery_project_id, credentials=_credentials(settings),
                            client_options=options)
+
+
+def run_query(settings: Settings, sql: str, params: dict) -> list[tuple]:
+    """``devourer query --bigquery``: the rows of ``sql`` with its named parameters (int, str or an aware
+    datetime); raises SourceError in one line."""
+    kinds = {int: "INT64", str: "STRING", datetime.datetime: "TIMESTAMP"}
+    config = bigquery.QueryJobConfig(query_parameters=[
+        bigquery.ScalarQueryParameter(name, kinds[type(value)], value) for name, value in params.items()])
+    try:
+        job = client(settings).query(sql, job_config=config, timeout=REQUEST_TIMEOUT_S)
+        return [tuple(row.values()) for row in job.result(timeout=600)]
+    except gexc.NotFound:
+        raise SourceError(f"BigQuery table {table_id(settings)}: not found (the project, dataset and table that "
+                          "capture -o bigquery writes: --bigquery-project-id, --bigquery-dataset-id, "
+                          "--bigquery-table)") from None
+    except gexc.GoogleAPICallError as e:
+        first = (e.message or e.__class__.__name__).splitlines()[0]
+        raise SourceError(f"BigQuery query on {table_id(settings)} failed: {first}") from None
+    except TRANSIENT as e:
+        raise SourceError(f"BigQuery unreachable ({e.__class__.__name__})") from None
 
 
 def table_id(settings: Settings) -> str:

@@ -280,11 +280,8 @@ def to_sql(tree: Condition, dialect: str = "duckdb") -> tuple[str, list]:
             mask = param(n.prefixlen)
             return (f"COALESCE(NET.IP_TRUNC(NET.SAFE_IP_FROM_STRING({column}), {mask}) = "
                     f"NET.SAFE_IP_FROM_STRING({param(str(n.network_address))}), FALSE)")
-        if n.version == 4:  # in SQL: a range of the address's number (10 M rows in a few ms, no Python call)
-            number = " + ".join(f"TRY_CAST(split_part({column}, '.', {i + 1}) AS BIGINT) * {1 << (24 - 8 * i)}"
-                                for i in range(4))
-            return (f"COALESCE(NOT contains({column}, ':') AND ({number}) BETWEEN {param(int(n.network_address))} "
-                    f"AND {param(int(n.broadcast_address))}, FALSE)")
+        if n.version == 4:
+            return _in_ipv4_net(column, n, param)
         return f"COALESCE(contains({column}, ':') AND devourer_in_net({column}, {param(network)}), FALSE)"
 
     def comparison(c: Comparison) -> str:
@@ -318,6 +315,27 @@ def to_sql(tree: Condition, dialect: str = "duckdb") -> tuple[str, list]:
         return "(" + joiner.join(walk(o) for o in node.operands) + ")"
 
     return walk(tree), params
+
+
+def _in_ipv4_net(column: str, n: ipaddress.IPv4Network, param) -> str:
+    """Whether the text address in ``column`` lies in ``n``, in plain SQL: the network's whole octets as a text
+    prefix ('10.1.' for /16; dotted quads have no leading zeros), the octet a prefix cuts as a number range
+    (172.16.0.0/12: '172.' and the second octet in 16-31). No Python call and no text split for most
+    addresses: 10 M rows in a few hundred ms."""
+    whole, rest = divmod(n.prefixlen, 8)
+    octets = str(n.network_address).split(".")
+    tests = []
+    if whole == 4:
+        return f"COALESCE({column} = {param(str(n.network_address))}, FALSE)"
+    if whole:
+        tests.append(f"starts_with({column}, {param('.'.join(octets[:whole]) + '.')})")
+    if rest:
+        low = int(octets[whole])
+        tests.append(f"TRY_CAST(split_part({column}, '.', {whole + 1}) AS INTEGER) BETWEEN {param(low)} AND "
+                     f"{param(low + (1 << (8 - rest)) - 1)}")
+    if not tests:  # /0: every IPv4 address
+        tests.append(f"regexp_full_match({column}, '[0-9.]+')")
+    return "(" + " AND ".join(f"COALESCE({t}, FALSE)" for t in tests) + ")"  # each: DuckDB's AND skips the rest
 
 
 def _equal(column: str, operator: str, placeholder: str) -> str:

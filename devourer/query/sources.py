@@ -151,24 +151,7 @@ class BigQuerySource:
         self.settings = settings
 
     def answer(self, query: Query) -> list[tuple]:
-        from google.api_core import exceptions as gexc
-        from google.cloud import bigquery
-
-        from devourer.outputs.bigquery import REQUEST_TIMEOUT_S, TRANSIENT, client, table_id
+        from devourer.outputs.bigquery import run_query, table_id
 
         sql, params = compile_query(query, f"`{table_id(self.settings)}`", [], "bigquery")
-        kinds = {int: "INT64", str: "STRING", datetime.datetime: "TIMESTAMP"}
-        config = bigquery.QueryJobConfig(query_parameters=[
-            bigquery.ScalarQueryParameter(name, kinds[type(value)], value) for name, value in params.items()])
-        try:
-            job = client(self.settings).query(sql, job_config=config, timeout=REQUEST_TIMEOUT_S)
-            return [tuple(row.values()) for row in job.result(timeout=600)]
-        except gexc.NotFound:
-            raise SourceError(f"BigQuery table {table_id(self.settings)}: not found (the project, dataset and "
-                              "table that capture -o bigquery writes: --bigquery-project-id, --bigquery-dataset-id, "
-                              "--bigquery-table)") from None
-        except gexc.GoogleAPICallError as e:
-            first = (e.message or e.__class__.__name__).splitlines()[0]
-            raise SourceError(f"BigQuery query on {table_id(self.settings)} failed: {first}") from None
-        except TRANSIENT as e:
-            raise SourceError(f"BigQuery unreachable ({e.__class__.__name__})") from None
+        return run_query(self.settings, sql, params)
