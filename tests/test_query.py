@@ -175,6 +175,10 @@ def test_the_default_window_is_the_last_30_days(tmp_path, capsys):
                         "--store", store)
     assert proc.returncode == 0, proc.stderr
     assert query(capsys, "talk_conv", "--store", store)["hits"] == 0
+    proc = run_devourer("query", "talk_conv", "--store", store)
+    assert proc.returncode == 0 and proc.stderr == ("devourer query: no flows in the last 30 days; the store holds "
+                                                    "flows from 2026-01-06T01:00Z to 2026-01-06T02:00Z (choose "
+                                                    "with -f/-l)\n"), proc.stderr
     assert query(capsys, "talk_conv", "--store", store, "-f", "-3650d")["hits"] == 2  # 3 flows, 2 conversations
     assert query(capsys, "talk_conv", "--store", store, "-f", "2026-01-06", "-l", "2026-01-06T01:35:00Z",
                  "-i", "eth0")["hits"] == 1

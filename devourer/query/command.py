@@ -8,7 +8,7 @@ import time
 from devourer.errors import EXIT_OK, UsageError
 from devourer.query import conditions, render, spec
 from devourer.query.result import result_of
-from devourer.query.sources import BigQuerySource, JsonLinesSource, Source, StoreSource
+from devourer.query.sources import BigQuerySource, JsonLinesSource, Source, StoreSource, store_span
 from devourer.settings import Settings
 
 
@@ -63,7 +63,13 @@ def source_of(args) -> Source:
 def run(args) -> int:
     started = time.perf_counter()
     query = query_of(args, datetime.datetime.now(datetime.timezone.utc))
-    rows = source_of(args).answer(query)
+    source = source_of(args)
+    rows = source.answer(query)
     result = result_of(query, rows, (time.perf_counter() - started) * 1000)
     sys.stdout.write(render.FORMATS[args.format](result))
+    if not result.hits and isinstance(source, StoreSource) and args.first is None and args.last is None:
+        span = store_span(args.store)  # a replayed capture's flows are as old as the capture
+        if span is not None:
+            print(f"devourer query: no flows in the last 30 days; the store holds flows from "
+                  f"{span[0]:%Y-%m-%dT%H:%MZ} to {span[1]:%Y-%m-%dT%H:%MZ} (choose with -f/-l)", file=sys.stderr)
     return EXIT_OK

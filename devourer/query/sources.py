@@ -54,11 +54,8 @@ def store_files(directory: str, window: Window) -> list[str]:
     files = []
     first_hour = window.first.replace(minute=0, second=0, microsecond=0)
     for day, day_path in _dirs(directory, _DATE):
-        try:
-            date = datetime.datetime(*map(int, day.groups()), tzinfo=datetime.timezone.utc)
-        except ValueError:
-            continue
-        if date + 24 * HOUR <= first_hour or date > window.last:
+        date = _date(day)
+        if date is None or date + 24 * HOUR <= first_hour or date > window.last:
             continue
         for hour, hour_path in _dirs(day_path, _HOUR):
             start = date + int(hour.group(1)) * HOUR
@@ -67,6 +64,21 @@ def store_files(directory: str, window: Window) -> list[str]:
             files += [os.path.join(hour_path, n) for n in sorted(os.listdir(hour_path))
                       if n.endswith(".parquet") and not n.startswith(".") and _regular(os.path.join(hour_path, n))]
     return files
+
+
+def store_span(directory: str) -> tuple[datetime.datetime, datetime.datetime] | None:
+    """The start of the store's first hour folder and the end of its last, or None for an empty store."""
+    hours = [date + int(hour.group(1)) * HOUR
+             for day, day_path in _dirs(directory, _DATE) if (date := _date(day)) is not None
+             for hour, _ in _dirs(day_path, _HOUR)]
+    return (min(hours), max(hours) + HOUR) if hours else None
+
+
+def _date(day: re.Match) -> datetime.datetime | None:
+    try:
+        return datetime.datetime(*map(int, day.groups()), tzinfo=datetime.timezone.utc)
+    except ValueError:
+        return None
 
 
 def _duckdb():
