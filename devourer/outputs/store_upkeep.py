@@ -71,7 +71,7 @@ def flow_files(folder: str) -> list[str]:
     return out
 
 
-def compact(folder: str, file_mode: int, compression: str) -> int:
+def compact(folder: str, file_mode: int, compression: str, row_group_rows: int) -> int:
     """Merge the hour folder's small files into one; returns how many files were merged (0: too few)."""
     names = flow_files(folder)
     sizes = {n: os.lstat(os.path.join(folder, n)).st_size for n in names}
@@ -94,7 +94,7 @@ def compact(folder: str, file_mode: int, compression: str) -> int:
     path = os.path.join(new, f"compacted-{time.time_ns()}.parquet")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, file_mode)
     with os.fdopen(fd, "wb") as f:
-        pq.write_table(table.combine_chunks(), f, compression=compression)
+        pq.write_table(table.combine_chunks(), f, compression=compression, row_group_size=row_group_rows)
         f.flush()
         os.fsync(f.fileno())
     _fsync_dir(new)

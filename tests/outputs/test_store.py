@@ -215,3 +215,27 @@ def test_a_retention_out_of_range_is_refused(value, tmp_path):
     proc = run_devourer("capture", "-r", PCAPS / "dpkt__http.pcap", "-o", "parquet", "--store", tmp_path / "s",
                         "--store-retention", value)
     assert proc.returncode == 2 and "--store-retention" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_a_big_publish_is_written_as_pieces_in_parallel_each_row_once(tmp_path, monkeypatch):
+    """An hour's rows beyond PIECE_ROWS become several files written side by side; converting the same
+    staging file again (a crash before it was removed) names the same files, so nothing is there twice."""
+    from devourer.outputs import store as store_module
+
+    monkeypatch.setattr(store_module, "PIECE_ROWS", 7)
+    rows = _rows_of("dpkt__nb6-http.pcap")
+    store = tmp_path / "store"
+    sink = ParquetStoreSink(str(store), flush_interval_s=3600)
+    sink.write(FlowBatch(RecordFormatter("s1"), rows))
+    sink.tick()
+    staging = next((store / STAGING).iterdir())
+    kept = tmp_path / "kept.arrows"
+    kept.write_bytes(staging.read_bytes())
+    sink.close()
+    files = sorted(store.rglob("*.parquet"))
+    assert len(files) == -(-len(rows) // 7) and len(_hour_folders(store)) == 1
+    before = _store_rows(store)
+    assert len({r["id"] for r in before}) == len(before) == len(rows)
+    staging.parent.joinpath(staging.name).write_bytes(kept.read_bytes())  # as if the unlink never happened
+    ParquetStoreSink(str(store)).close()
+    assert sorted(store.rglob("*.parquet")) == files and _store_rows(store) == before
