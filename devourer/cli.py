@@ -332,13 +332,16 @@ def _add_bigquery_flags(cap) -> None:
 def _add_bigquery_connection_flags(bq) -> None:
     """The flags that say which table and how to reach it: the capture's, and the query's (--bigquery)."""
     bq.add_argument("--bigquery-project-id", "--bq-project-id", metavar="PROJECT",
-                    env_var="DEVOURER_BIGQUERY_PROJECT_ID", help="project of the dataset (env also DEVOURER_BQ_PROJECT_ID)")
+                    env_var="DEVOURER_BIGQUERY_PROJECT_ID",
+                    help="project of the dataset (env also DEVOURER_BQ_PROJECT_ID)")
     bq.add_argument("--bigquery-dataset-id", "--bq-dataset", metavar="DATASET",
-                    env_var="DEVOURER_BIGQUERY_DATASET_ID", help="dataset that holds the table; it must exist (env also DEVOURER_BQ_DATASET)")
+                    env_var="DEVOURER_BIGQUERY_DATASET_ID",
+                    help="dataset that holds the table; it must exist (env also DEVOURER_BQ_DATASET)")
     bq.add_argument("--bigquery-table", default="flow_logs", metavar="TABLE", env_var="DEVOURER_BIGQUERY_TABLE",
                     help="table, created DAY-partitioned on first_seen_at if absent")
     bq.add_argument("--bigquery-sa-key-file", "--bq-sa-key-file", metavar="PATH",
-                    env_var="DEVOURER_BIGQUERY_SA_KEY_FILE", help="service-account key file; default: application default credentials "
+                    env_var="DEVOURER_BIGQUERY_SA_KEY_FILE",
+                    help="service-account key file; default: application default credentials "
                          "(env also DEVOURER_BQ_SA_KEY_FILE)")
     bq.add_argument("--bigquery-endpoint", metavar="URL", env_var="DEVOURER_BIGQUERY_ENDPOINT",
                     help="API endpoint (an emulator or a private endpoint); anonymous unless a key is given")

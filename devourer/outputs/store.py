@@ -8,15 +8,15 @@ timestamps in microseconds, addresses as text. The sensor is a column, not a dir
 UTF-8 text, and a path made of it would be a path a sender of ``--sensor-id`` controls.
 
 Durable before acknowledged. Each batch the exporter hands over is appended to a staging file
-(``DIR/.staging/<pid>-<n>.arrows``, an Arrow IPC stream) and the rows count as unsettled until it is
-fsynced (at the exporter's next tick, so a batch costs no fsync of its own); only then may the exporter
-free them in the flow rings. Every ``--store-flush-interval`` and at the end of the run the staging file
-becomes Parquet: one file per hour partition (several for a big one, written in parallel), each written
-under a hidden temporary name (readers skip names that start with a dot), fsynced, renamed into place,
-its directory fsynced; then the staging file is removed. A staging file that a killed run left behind is turned into Parquet the same way at the next
-start; its last batch, if the kill tore it, was never acknowledged and is dropped. So ``kill -9`` loses
-nothing that was acknowledged, a reader never sees a partial file, and a row is in the store once: the
-partition files are written before the staging file is removed, and a leftover staging file is only
+(``DIR/.staging/<pid>-<n>.arrows``, an Arrow IPC stream) and the rows count as unsettled until it is fsynced
+(at the exporter's next tick, so a batch costs no fsync of its own); only then may the exporter free them in
+the flow rings. Every ``--store-flush-interval`` and at the end of the run the staging file becomes Parquet:
+one file per hour partition (several for a big one, written in parallel), each written under a hidden
+temporary name (readers skip names that start with a dot), fsynced, renamed into place, its directory fsynced;
+then the staging file is removed. A staging file that a killed run left behind is turned into Parquet the same
+way at the next start; its last batch, if the kill tore it, was never acknowledged and is dropped. So ``kill
+-9`` loses nothing that was acknowledged, a reader never sees a partial file, and a row is in the store once:
+the partition files are written before the staging file is removed, and a leftover staging file is only
 converted once (the Parquet names derive from its name, so a second conversion overwrites, never adds).
 
 Upkeep (``store_upkeep``): an hour folder that has collected ``COMPACT_AT`` files has its small ones
