@@ -51,14 +51,6 @@ MAX_STAGED_ROWS = 1 << 20  # a staging file is published at this many rows too (
 STAGING_OPTIONS = ipc.IpcWriteOptions()  # uncompressed: lz4 cost 0.5 µs of CPU a flow, fsync of the larger file less
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _folder(path: str) -> None:
     """Make ``path`` (a folder of the store) unless it is one; a link or a file there is refused."""
     try:
@@ -114,7 +106,7 @@ def _write_parquet(directory: str, stem: str, table: pa.Table) -> list[str]:
         else:  # zstd Parquet is the run's last long step; pyarrow lets go of the GIL, so the cores share it
             with ThreadPoolExecutor(min(len(jobs), os.cpu_count() or 1)) as pool:
                 list(pool.map(lambda job: _write_file(*job), jobs))
-        _fsync_dir(folder)
+        store_upkeep.fsync_dir(folder)
         folders.append(folder)
     return folders
 
@@ -189,7 +181,7 @@ class ParquetStoreSink:
             self._file.flush()
             os.fsync(self._file.fileno())
             if self._staged == self._unsynced:  # a new file: its name is durable too
-                _fsync_dir(self.staging_dir)
+                store_upkeep.fsync_dir(self.staging_dir)
             self._unsynced = 0
 
     def flush(self) -> None:
@@ -235,7 +227,7 @@ class ParquetStoreSink:
         stem = os.path.basename(path).removesuffix(".arrows")
         folders = [] if table is None else _write_parquet(self.directory, stem, table)
         os.unlink(path)
-        _fsync_dir(self.staging_dir)
+        store_upkeep.fsync_dir(self.staging_dir)
         self._compact(folders)
 
     def _recover(self) -> None:

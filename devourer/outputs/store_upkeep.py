@@ -1,4 +1,4 @@
-"""The flow store's upkeep: compacting an hour's small files into one, and removing hours older than
+"""The flow store's layout and upkeep: its hour folders and their flow files, compacting an hour's small files into one, and removing hours older than
 ``--store-retention``; both atomic for a reader, who sees an hour's folder whole before or whole after.
 
 Compaction writes the merged file into a hidden sibling folder (``.hour=HH.new``, with the hour's
@@ -19,8 +19,6 @@ import shutil
 import stat
 import time
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 COMPACT_AT = 12  # files in an hour folder that make it compacted
 SMALL_FILE = 64 << 20  # bytes: files below this are merged, larger ones kept as they are
@@ -46,7 +44,7 @@ def exchange(a: str, b: str) -> None:
         raise OSError(errno, os.strerror(errno), a)
 
 
-def _fsync_dir(path: str) -> None:
+def fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
@@ -73,6 +71,9 @@ def flow_files(folder: str) -> list[str]:
 
 def compact(folder: str, file_mode: int, compression: str, row_group_rows: int) -> int:
     """Merge the hour folder's small files into one; returns how many files were merged (0: too few)."""
+    import pyarrow as pa  # here: queries import this module for the layout and need no pyarrow
+    import pyarrow.parquet as pq
+
     names = flow_files(folder)
     sizes = {n: os.lstat(os.path.join(folder, n)).st_size for n in names}
     small, total = [], 0
@@ -97,17 +98,18 @@ def compact(folder: str, file_mode: int, compression: str, row_group_rows: int) 
         pq.write_table(table.combine_chunks(), f, compression=compression, row_group_size=row_group_rows)
         f.flush()
         os.fsync(f.fileno())
-    _fsync_dir(new)
+    fsync_dir(new)
     exchange(new, folder)  # the hour now holds the merged file; `new` the old files
-    _fsync_dir(parent)
+    fsync_dir(parent)
     old = os.path.join(parent, f".{hour}.old")
     os.rename(new, old)
     shutil.rmtree(old)
     return len(small)
 
 
-def _hours(directory: str):
-    """(start of the hour, its folder) of every hour folder of the store."""
+def hour_folders(directory: str):
+    """(start of the hour, its folder) of every hour folder of the store, in time order: the store's layout,
+    for upkeep and for queries alike."""
     for day in sorted(os.listdir(directory)):
         m = _DATE.match(day)
         day_path = os.path.join(directory, day)
@@ -126,7 +128,7 @@ def _hours(directory: str):
 def expire(directory: str, before: datetime.datetime) -> int:
     """Remove the hours that ended before ``before`` (and days left empty); returns how many hours."""
     removed = 0
-    for start, folder in list(_hours(directory)):
+    for start, folder in list(hour_folders(directory)):
         if start + datetime.timedelta(hours=1) <= before:
             parent, hour = os.path.split(folder)
             gone = os.path.join(parent, f".{hour}.expired")
@@ -138,7 +140,7 @@ def expire(directory: str, before: datetime.datetime) -> int:
         if _DATE.match(day) and _is_dir(path) and not os.listdir(path):
             os.rmdir(path)
     if removed:
-        _fsync_dir(directory)
+        fsync_dir(directory)
     return removed
 
 

@@ -47,7 +47,7 @@ def _value(attribute: str, raw):
         return orjson.loads(raw)
     if attribute == "time":
         return datetime.datetime.fromtimestamp(0, datetime.timezone.utc) + datetime.timedelta(microseconds=int(raw))
-    return int(raw) if isinstance(raw, int) else raw
+    return raw
 
 
 def _counts(values) -> Counts:

@@ -11,16 +11,13 @@ statement in its own dialect on the table ``-o bigquery`` fills, with the captur
 
 import datetime
 import os
-import re
-import stat
 from typing import Protocol
 
 from devourer.errors import SourceError, UsageError
+from devourer.outputs.store_upkeep import flow_files, hour_folders
 from devourer.query.spec import Query, Window
 from devourer.query.sql import compile_query
 
-_DATE = re.compile(r"^date=(\d{4})-(\d\d)-(\d\d)$")
-_HOUR = re.compile(r"^hour=(\d\d)$")
 HOUR = datetime.timedelta(hours=1)
 
 
@@ -29,56 +26,26 @@ class Source(Protocol):
         """The rows of ``sql.compile_query``'s statement for ``query``."""
 
 
-def _regular(path: str) -> bool:
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
-        return False
-
-
-def _dirs(path: str, pattern: re.Pattern) -> list[tuple[re.Match, str]]:
-    out = []
-    for entry in sorted(os.listdir(path)):
-        m = pattern.match(entry)
-        full = os.path.join(path, entry)
-        if m and stat.S_ISDIR(os.lstat(full).st_mode):
-            out.append((m, full))
-    return out
-
-
 def store_files(directory: str, window: Window) -> list[str]:
-    """The Parquet files of the store's hour partitions that overlap ``window``."""
+    """The Parquet files of the store's hour folders that overlap ``window``."""
     if not os.path.isdir(directory):
         raise UsageError(f"--store {directory}: no flow store there (not a folder; -o parquet --store DIR "
                          "makes one)")
     files = []
-    first_hour = window.first.replace(minute=0, second=0, microsecond=0)
-    for day, day_path in _dirs(directory, _DATE):
-        date = _date(day)
-        if date is None or date + 24 * HOUR <= first_hour or date > window.last:
+    for start, folder in hour_folders(directory):
+        if start + HOUR <= window.first or start > window.last:
             continue
-        for hour, hour_path in _dirs(day_path, _HOUR):
-            start = date + int(hour.group(1)) * HOUR
-            if start + HOUR <= window.first or start > window.last:
-                continue
-            files += [os.path.join(hour_path, n) for n in sorted(os.listdir(hour_path))
-                      if n.endswith(".parquet") and not n.startswith(".") and _regular(os.path.join(hour_path, n))]
+        try:
+            files += [os.path.join(folder, n) for n in flow_files(folder)]
+        except FileNotFoundError:
+            pass  # removed by retention meanwhile
     return files
 
 
 def store_span(directory: str) -> tuple[datetime.datetime, datetime.datetime] | None:
     """The start of the store's first hour folder and the end of its last, or None for an empty store."""
-    hours = [date + int(hour.group(1)) * HOUR
-             for day, day_path in _dirs(directory, _DATE) if (date := _date(day)) is not None
-             for hour, _ in _dirs(day_path, _HOUR)]
-    return (min(hours), max(hours) + HOUR) if hours else None
-
-
-def _date(day: re.Match) -> datetime.datetime | None:
-    try:
-        return datetime.datetime(*map(int, day.groups()), tzinfo=datetime.timezone.utc)
-    except ValueError:
-        return None
+    hours = [start for start, _ in hour_folders(directory)]
+    return (hours[0], hours[-1] + HOUR) if hours else None
 
 
 def _duckdb():
@@ -96,11 +63,18 @@ class StoreSource:
         self.directory = directory
 
     def answer(self, query: Query) -> list[tuple]:
-        files = store_files(self.directory, query.window)
-        if not files:
-            return []
-        sql, params = compile_query(query, "read_parquet(?, union_by_name = true)", [files], "duckdb")
-        return _duckdb().execute(sql, params).fetchall()
+        import duckdb
+
+        for _ in range(3):
+            files = store_files(self.directory, query.window)
+            if not files:
+                return []
+            sql, params = compile_query(query, "read_parquet(?, union_by_name = true)", [files], "duckdb")
+            try:
+                return _duckdb().execute(sql, params).fetchall()
+            except duckdb.IOException:  # a file compacted or expired between the listing and the read: again
+                pass
+        raise SourceError(f"--store {self.directory}: its files kept changing under the query")
 
 
 _ENDPOINT = "STRUCT(addr VARCHAR, port INTEGER, hw_addr VARCHAR, names VARCHAR[])"
