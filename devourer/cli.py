@@ -415,6 +415,14 @@ _DATASET_OR_TABLE = re.compile(r"^\w{1,1024}$")
 _ENDPOINT = re.compile(r"^https?://[^\s/?#]+(/[^\s]*)?$")
 
 
+def apply_bigquery_aliases(args) -> None:
+    """The original tool's environment spellings, where the flag and DEVOURER_BIGQUERY_* give nothing."""
+    for name, alias in (("bigquery_project_id", "DEVOURER_BQ_PROJECT_ID"), ("bigquery_dataset_id", "DEVOURER_BQ_DATASET"),
+                        ("bigquery_sa_key_file", "DEVOURER_BQ_SA_KEY_FILE")):
+        if getattr(args, name) is None and os.environ.get(alias):
+            setattr(args, name, os.environ[alias])
+
+
 def check_bigquery_names(args) -> None:
     """Names that BigQuery would refuse at every request are refused here, before any capture."""
     for flag, value, pattern, what in (
@@ -516,10 +524,7 @@ def settings_from_args(args) -> Settings:
         raise UsageError("nothing to capture from: give -i INTERFACE or -r FILE")
     if args.output == "file" and not args.write_file:
         raise UsageError("-o file needs -w/--write-file PATH")
-    for name, alias in (("bigquery_project_id", "DEVOURER_BQ_PROJECT_ID"), ("bigquery_dataset_id", "DEVOURER_BQ_DATASET"),
-                        ("bigquery_sa_key_file", "DEVOURER_BQ_SA_KEY_FILE")):
-        if getattr(args, name) is None and os.environ.get(alias):  # the original tool's spellings
-            setattr(args, name, os.environ[alias])
+    apply_bigquery_aliases(args)
     if args.output == "bigquery" and not (args.bigquery_project_id and args.bigquery_dataset_id):
         raise UsageError("-o bigquery needs --bigquery-project-id and --bigquery-dataset-id")
     if args.output == "bigquery":

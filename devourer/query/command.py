@@ -42,15 +42,11 @@ def source_of(args) -> Source:
     if args.read_file:
         return JsonLinesSource(list(args.read_file))
     if args.bigquery:
-        for name, alias in (("bigquery_project_id", "DEVOURER_BQ_PROJECT_ID"),
-                            ("bigquery_dataset_id", "DEVOURER_BQ_DATASET"),
-                            ("bigquery_sa_key_file", "DEVOURER_BQ_SA_KEY_FILE")):
-            if getattr(args, name) is None and os.environ.get(alias):  # the original tool's spellings
-                setattr(args, name, os.environ[alias])
+        from devourer.cli import apply_bigquery_aliases, check_bigquery_names
+
+        apply_bigquery_aliases(args)
         if not (args.bigquery_project_id and args.bigquery_dataset_id):
             raise UsageError("--bigquery needs --bigquery-project-id and --bigquery-dataset-id")
-        from devourer.cli import check_bigquery_names
-
         check_bigquery_names(args)
         return BigQuerySource(Settings(
             bigquery_project_id=args.bigquery_project_id, bigquery_dataset_id=args.bigquery_dataset_id,
