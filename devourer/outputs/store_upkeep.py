@@ -26,6 +26,7 @@ _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 _DATE = re.compile(r"^date=(\d{4})-(\d\d)-(\d\d)$")
 _HOUR = re.compile(r"^hour=(\d\d)$")
+_TEMPORARY = re.compile(r"^\..+\.parquet\.tmp$")  # a flow file being written
 _LEFTOVER = re.compile(r"^\.(hour=\d\d|date=\d{4}-\d\d-\d\d)\.(new|old|expired)$")
 
 
@@ -69,7 +70,8 @@ def flow_files(folder: str) -> list[str]:
     return out
 
 
-def compact(folder: str, file_mode: int, compression: str, row_group_rows: int) -> int:
+def compact(folder: str, file_mode: int, compression: str, row_group_rows: int,
+            dictionary_columns: list[str]) -> int:
     """Merge the hour folder's small files into one; returns how many files were merged (0: too few)."""
     import pyarrow as pa  # here: queries import this module for the layout and need no pyarrow
     import pyarrow.parquet as pq
@@ -95,7 +97,8 @@ def compact(folder: str, file_mode: int, compression: str, row_group_rows: int) 
     path = os.path.join(new, f"compacted-{time.time_ns()}.parquet")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, file_mode)
     with os.fdopen(fd, "wb") as f:
-        pq.write_table(table.combine_chunks(), f, compression=compression, row_group_size=row_group_rows)
+        pq.write_table(table, f, compression=compression, row_group_size=row_group_rows,
+                       use_dictionary=dictionary_columns)
         f.flush()
         os.fsync(f.fileno())
     fsync_dir(new)
@@ -145,10 +148,16 @@ def expire(directory: str, before: datetime.datetime) -> int:
 
 
 def remove_leftovers(directory: str) -> None:
-    """Hidden folders of an upkeep a crash interrupted (the visible ones are complete)."""
+    """Hidden folders of an upkeep and hidden files of a write that a crash interrupted (the visible ones
+    are complete)."""
     for day in [directory] + [os.path.join(directory, d) for d in os.listdir(directory) if _DATE.match(d)]:
         if not _is_dir(day):
             continue
         for name in os.listdir(day):
             if _LEFTOVER.match(name) and _is_dir(os.path.join(day, name)):
                 shutil.rmtree(os.path.join(day, name))
+    for _, folder in hour_folders(directory):
+        for name in os.listdir(folder):
+            path = os.path.join(folder, name)
+            if _TEMPORARY.match(name) and stat.S_ISREG(os.lstat(path).st_mode):
+                os.unlink(path)

@@ -80,6 +80,7 @@ def test_a_killed_run_loses_nothing_it_acknowledged_and_adds_nothing_twice(tmp_p
     assert sink.unsettled() == 0  # acknowledged: on disk
     staging = sink._path
     sink.write(FlowBatch(formatter, rows[half:]))
+    sink._stage()  # the next tick's staging: the kill comes before its fsync
     sink._file.flush()
     with open(staging, "r+b") as f:  # the kill tore the last batch
         f.truncate(os.path.getsize(staging) - 100)
