@@ -192,6 +192,27 @@ def test_an_interrupted_compaction_leaves_the_hour_whole_and_is_cleaned_up(tmp_p
     assert not leftover.exists() and _store_rows(store) == before
 
 
+def test_a_flow_file_torn_while_written_is_never_read_and_is_removed_at_start(tmp_path):
+    """A crash while a piece was written leaves its hidden temporary name; queries skip it, the next start
+    removes it, and a hidden file that is no piece of ours stays."""
+    store = tmp_path / "store"
+    sink = ParquetStoreSink(str(store))
+    sink.write(FlowBatch(RecordFormatter("s1"), _rows_of("dpkt__nb6-http.pcap")))
+    sink.close()
+    before = _store_rows(store)
+    hour = _hour_folders(store)[0]
+    torn = hour / ".1-1-0.parquet.tmp"
+    torn.write_bytes(b"PAR1 torn")
+    other = hour / ".notes"
+    other.write_bytes(b"kept")
+    from devourer.query.sources import store_files
+    from devourer.query.spec import EARLIEST, LATEST, Window
+
+    assert all(".tmp" not in f for f in store_files(str(store), Window(EARLIEST, LATEST)))
+    ParquetStoreSink(str(store)).close()
+    assert not torn.exists() and other.exists() and _store_rows(store) == before
+
+
 def test_retention_removes_the_hours_that_ended_before_it(tmp_path):
     store = tmp_path / "store"
     sink = ParquetStoreSink(str(store))
