@@ -149,3 +149,25 @@ def test_an_ipv4_net_in_sql_is_the_net_of_ipaddress(addresses, base, prefix, ope
                                      [addresses, *params]).fetchall()}
     inside = {a for a in addresses if ipaddress.ip_address(a).version == 4 and ipaddress.ip_address(a) in network}
     assert got == (inside if operator == "=" else set(addresses) - inside)
+
+
+_V6_TEXT = st.one_of(st.ip_addresses(v=6), st.ip_addresses(v=4).map(lambda a: ipaddress.IPv6Address(f"::ffff:{a}")),
+                     st.integers(0, 0xFFFF).map(lambda x: ipaddress.IPv6Address(x << 112)),
+                     st.integers(0, 0xFFFF).map(lambda x: ipaddress.IPv6Address(x))).map(str)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_V6_TEXT, min_size=1, max_size=20), st.ip_addresses(v=6), st.integers(0, 128),
+       st.sampled_from(["=", "!="]))
+def test_an_ipv6_net_in_sql_is_the_net_of_ipaddress(addresses, base, prefix, operator):
+    """The text forms devourer writes (RFC 5952: '::' anywhere, dotted IPv4-mapped tails) against ipaddress,
+    for every prefix 0-128; IPv4 text is in no IPv6 network."""
+    network = ipaddress.ip_network(f"{base}/{prefix}", strict=False)
+    addresses += [str(network.network_address), str(network.broadcast_address), "10.0.0.1", "::", "::1"]
+    where, params = to_sql(parse(f"snet {operator} {network}"))
+    con = duckdb.connect()
+    register(con)
+    got = {a for (a,) in con.execute(f"SELECT src_addr FROM (SELECT unnest(?) AS src_addr) WHERE {where}",
+                                     [addresses, *params]).fetchall()}
+    inside = {a for a in addresses if ipaddress.ip_address(a).version == 6 and ipaddress.ip_address(a) in network}
+    assert got == (inside if operator == "=" else set(addresses) - inside)

