@@ -304,6 +304,9 @@ def _add_output_flags(cap) -> None:
                      help="print a statistics line on stderr this often (e.g. 10s); 0: never")
     out.add_argument("--sensor-id", type=_typed(_sensor_id, "sensor id"), default=socket.gethostname(),
                      help="name of this sensor; part of every flow id and written as 'sensor'")
+    out.add_argument("--community-id-seed", type=_count_in(0, 65535, zero_ok=True), default=0,
+                     help="the seed of every record's Community ID (as Zeek's and Suricata's community-id seed: "
+                          "give theirs to join their logs); 0-65535")
     out.add_argument("--rotate-size", type=_size_in(1, 1 << 40, zero_ok=True), default="0",
                      help="with -o file: start a new file once the current one reaches this size (e.g. 1G); "
                           "the old one is renamed with the time and compressed (gzip); 0: never")
@@ -551,7 +554,8 @@ def settings_from_args(args) -> Settings:
         active_timeout_s=args.active_timeout, max_flows=args.max_flows, bpf=bpf,
         decapsulate=args.decapsulate == "auto", snaplen=args.snaplen,
         promisc=args.promisc, buffer_size=args.buffer_size, batch_packets=args.batch_size, ring_slots=ring,
-        sensor_id=args.sensor_id, shutdown_timeout_s=args.shutdown_timeout, resolve_names=args.names,
+        sensor_id=args.sensor_id, community_id_seed=args.community_id_seed,
+        shutdown_timeout_s=args.shutdown_timeout, resolve_names=args.names,
         max_names=args.max_names, name_lifetime_s=args.name_lifetime,
         bigquery_project_id=args.bigquery_project_id, bigquery_dataset_id=args.bigquery_dataset_id,
         bigquery_table=args.bigquery_table, bigquery_sa_key_file=args.bigquery_sa_key_file,

@@ -29,6 +29,7 @@ class Settings:
     batch_packets: int = 4096
     ring_slots: int = 1 << 16  # per worker ring, packet records
     sensor_id: str = ""
+    community_id_seed: int = 0  # the Community ID's seed, 0-65535
     shutdown_timeout_s: float = 60.0
     resolve_names: bool = True
     max_names: int = 1_000_000  # addresses (and MACs) the name map holds at most

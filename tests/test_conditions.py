@@ -136,6 +136,17 @@ def test_the_sql_of_a_condition_selects_what_a_plain_filter_selects(condition, s
     assert 0 < len(expected) < len(records) or condition in ("dst_names != ''",)
 
 
+def test_a_flow_is_found_by_its_community_id(store_and_records):
+    """A Zeek or Suricata record's community_id finds the flow (quoted: the id holds ':', '+', '/', '=')."""
+    store, records = store_and_records
+    wanted = records[len(records) // 2]["community_id"]
+    where, params = to_sql(parse(f"community_id = '{wanted}'"))
+    got = sorted(row[0] for row in duckdb.connect().execute(
+        f"SELECT id FROM read_parquet('{store}/**/*.parquet', hive_partitioning = true) WHERE {where}",
+        params).fetchall())
+    assert got == sorted(r["id"] for r in records if r["community_id"] == wanted) and got
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.ip_addresses(v=4).map(str), min_size=1, max_size=20), st.ip_addresses(v=4), st.integers(0, 32),
        st.sampled_from(["=", "!="]))

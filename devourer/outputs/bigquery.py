@@ -45,7 +45,7 @@ MAX_REPORTED_IDS = 100_000  # rejected flow ids reported once each, remembered u
 RESPOOL_EVERY_S = 5.0  # while BigQuery is away, how often to try the oldest spooled batch
 
 SCHEMA = [
-    ("id", "STRING", "NULLABLE"), ("protocol", "STRING", "NULLABLE"),
+    ("id", "STRING", "NULLABLE"), ("community_id", "STRING", "NULLABLE"), ("protocol", "STRING", "NULLABLE"),
     ("src_addr", "STRING", "NULLABLE"), ("dst_addr", "STRING", "NULLABLE"),
     ("src_port", "INTEGER", "NULLABLE"), ("dst_port", "INTEGER", "NULLABLE"),
     ("src_hw_addr", "STRING", "NULLABLE"), ("dst_hw_addr", "STRING", "NULLABLE"),
@@ -88,7 +88,7 @@ def row_of(record: dict) -> dict:
     """A JSON record (docs/architecture.md §4) -> a flow_logs row."""
     src, dst = record["src"], record["dst"]
     return {
-        "id": record["id"], "protocol": record["protocol"],
+        "id": record["id"], "community_id": record["community_id"], "protocol": record["protocol"],
         "src_addr": src["addr"], "dst_addr": dst["addr"], "src_port": src["port"], "dst_port": dst["port"],
         "src_hw_addr": src["hw_addr"], "dst_hw_addr": dst["hw_addr"],
         "src_names": src["names"], "dst_names": dst["names"],

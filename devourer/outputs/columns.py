@@ -16,10 +16,11 @@ from numba import njit
 
 from devourer.flow import record as R
 from devourer.outputs import render as W
+from devourer.outputs.community import put_community_id
 from devourer.packet.tunnels import TUNNEL_NAMES
 
 #: the text columns ``_texts`` writes, in order
-TEXT_COLUMNS = ("id", "src_addr", "dst_addr", "src_hw_addr", "dst_hw_addr", "tunnel_src", "tunnel_dst")
+TEXT_COLUMNS = ("id", "src_addr", "dst_addr", "src_hw_addr", "dst_hw_addr", "tunnel_src", "tunnel_dst", "community_id")
 TEXT_BYTES = 45  # a text column of a row at its longest: an IPv4-mapped IPv6 address (an id is 36, a MAC 17)
 PROTOCOL_NAMES = [{6: "tcp", 17: "udp", 1: "icmp4", 58: "icmp6"}.get(p, str(p)) for p in range(256)]
 TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -38,9 +39,11 @@ def _put_bare_mac(buf, pos, word):
 
 
 @njit(cache=True)
-def _texts(rows, seed, buf, offsets, valid):
+def _texts(rows, seed, community_seed, buf, offsets, valid):
     """The text columns of each row into ``buf``: column c of row r is buf[offsets[c, r]:offsets[c, r + 1]]
     (one buffer per column: ``buf[c]``), null where ``valid[c, r]`` is 0."""
+    scratch = np.empty(64, np.uint8)
+    digest = np.empty(20, np.uint8)
     for c in range(offsets.shape[0]):
         offsets[c, 0] = 0
     at = np.zeros(offsets.shape[0], np.int64)
@@ -74,16 +77,18 @@ def _texts(rows, seed, buf, offsets, valid):
             if outer_known:
                 at[c] = W._put_addr(buf[c], at[c], np.int64(row[w]), np.int64(row[w + 1]), outer_v6)
             valid[c, r] = 1 if outer_known else 0
+        at[7] = put_community_id(buf[7], at[7], row, community_seed, scratch, digest)
+        valid[7, r] = 1
         for c in range(offsets.shape[0]):
             offsets[c, r + 1] = at[c]
 
 
-def _text_arrays(rows: np.ndarray, seed: int) -> dict[str, pa.Array]:
+def _text_arrays(rows: np.ndarray, seed: int, community_seed: int) -> dict[str, pa.Array]:
     k = len(rows)
     buf = np.empty((len(TEXT_COLUMNS), max(1, k * TEXT_BYTES)), np.uint8)
     offsets = np.empty((len(TEXT_COLUMNS), k + 1), np.int32)
     valid = np.zeros((len(TEXT_COLUMNS), k), np.uint8)
-    _texts(rows, np.uint64(seed), buf, offsets, valid)
+    _texts(rows, np.uint64(seed), np.int64(community_seed), buf, offsets, valid)
     out = {}
     for c, name in enumerate(TEXT_COLUMNS):
         used = int(offsets[c, k])
@@ -128,7 +133,7 @@ def flow_table(formatter, rows: np.ndarray, names=None, named: tuple[pa.Array, p
     is_tcp = proto == 6
     is_icmp = (proto == 1) | (proto == 58)
     vlan = ((key >> np.uint64(32)) & np.uint64(0xFFF)).astype(np.int64)
-    texts = _text_arrays(rows, formatter.seed)
+    texts = _text_arrays(rows, formatter.seed, formatter.community_seed)
     src_names, dst_names = named if named is not None else name_columns(formatter, rows, names)
 
     tunnelled = (rows[:, R.F_STATE] & np.uint64(R.ST_TUNNEL)) != 0
@@ -152,7 +157,7 @@ def flow_table(formatter, rows: np.ndarray, names=None, named: tuple[pa.Array, p
     ends = [R.END_REASONS.get(e, "unknown") for e in range(max(R.END_REASONS) + 2)]
 
     columns = {
-        "id": texts["id"], "protocol": _named(proto, PROTOCOL_NAMES),
+        "id": texts["id"], "community_id": texts["community_id"], "protocol": _named(proto, PROTOCOL_NAMES),
         "src_addr": texts["src_addr"], "dst_addr": texts["dst_addr"],
         "src_port": pa.array(src_port), "dst_port": pa.array(dst_port),
         "src_hw_addr": texts["src_hw_addr"], "dst_hw_addr": texts["dst_hw_addr"],

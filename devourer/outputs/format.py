@@ -26,9 +26,11 @@ from devourer.outputs.render import MAX_FIXED_BYTES, render
 class RecordFormatter:
     """Turns batches of flow rows into JSON-lines bytes."""
 
-    def __init__(self, sensor: str, interfaces: tuple = ()):
-        """``interfaces``: what each interface id of the run is called in records (``Settings.interface_labels``)."""
+    def __init__(self, sensor: str, interfaces: tuple = (), community_seed: int = 0):
+        """``interfaces``: what each interface id of the run is called in records (``Settings.interface_labels``);
+        ``community_seed``: the Community ID's seed (``--community-id-seed``, 0-65535)."""
         self.sensor = sensor
+        self.community_seed = community_seed
         self.interfaces = tuple(interfaces)
         self.seed = self._seed = int.from_bytes(hashlib.blake2b(sensor.encode(), digest_size=8).digest(), "little")
         self._sensor_json = np.frombuffer(orjson.dumps(sensor), np.uint8).copy()
@@ -64,7 +66,8 @@ class RecordFormatter:
             size += int(lengths[src_names[src_names >= 0]].sum() + lengths[dst_names[dst_names >= 0]].sum())
         buf = np.empty(size, np.uint8)
         used = render(rows, np.uint64(self._seed), self._sensor_json, self._iface_blob, self._iface_offsets,
-                      src_names, dst_names, names_blob, np.asarray(offsets, np.int64), buf)
+                      src_names, dst_names, names_blob, np.asarray(offsets, np.int64), buf,
+                      np.int64(self.community_seed))
         return buf[:used].tobytes()
 
     @staticmethod

@@ -2,7 +2,7 @@
 
 ``render(rows, ...)`` writes the record of docs/architecture.md §4 for each flow row into
 one byte buffer, in a single compiled loop: ids (UUIDv8 from a 128-bit hash of
-sensor, key and first-seen time), addresses (IPv4 dotted, IPv6 as RFC 5952
+sensor, key and first-seen time), the Community ID (``outputs.community``), addresses (IPv4 dotted, IPv6 as RFC 5952
 text like glibc's inet_ntop, IPv4-mapped and -compatible included), MACs, ISO
 8601 times, counters. The only strings from the wire -- host names and the
 sensor id -- arrive already JSON-encoded by orjson (``outputs.format``), so
@@ -16,6 +16,7 @@ from numba import njit
 
 from devourer.flow import record as R
 from devourer.flow.key import finish64, iface_of, mix64
+from devourer.outputs.community import put_community_id
 from devourer.packet.tunnels import TUNNEL_NAMES
 
 
@@ -34,9 +35,9 @@ def _pieces(*texts: str) -> tuple:
     "null", "[]", "tcp", "udp", "icmp4", "icmp6", "established", "init", "unknown", "idle", "active",
     "shutdown", "evicted")
 (P_TUNNEL, P_TUNNEL_TYPE, P_TUNNEL_ID, P_TUNNEL_SRC_ID, P_TUNNEL_DST_ID, P_TUNNEL_SRC, P_TUNNEL_DST,
- P_TUNNEL_DEPTH, P_QUOTE, P_BRACE, P_INTERFACE) = _pieces(
+ P_TUNNEL_DEPTH, P_QUOTE, P_BRACE, P_INTERFACE, P_COMMUNITY) = _pieces(
     ',"tunnel":', '{"type":"', '","id":', ',"src_id":', ',"dst_id":', ',"src":', ',"dst":', ',"depth":', '"', '}',
-    ',"interface":')
+    ',"interface":', '","community_id":"')
 _TUNNEL_TYPES = _pieces(*(TUNNEL_NAMES.get(t, "unknown") for t in range(max(TUNNEL_NAMES) + 2)))  # last: unknown
 _HEXDIGITS = np.frombuffer(b"0123456789abcdef", np.uint8).copy()
 
@@ -317,15 +318,18 @@ def _put_tunnel(buf, pos, row, a_is_src):
 
 @njit(cache=True)
 def render(rows, seed, sensor_json, iface_blob, iface_offsets, src_names, dst_names, names_blob, names_offsets,
-           buf):
+           buf, community_seed):
     """Write one JSON line per row of ``rows`` (k, FLOW_WORDS) into ``buf``; return the bytes used.
 
     ``src_names``/``dst_names`` index a row's endpoint name list (already JSON)
     in ``names_blob`` via ``names_offsets``; -1 means none. Interface id i is called
     ``iface_blob[iface_offsets[i]:iface_offsets[i + 1]]`` (already JSON; null past the table).
-    ``buf`` must hold k * MAX_FIXED_BYTES plus the sensor, the interfaces and the name lists."""
+    ``buf`` must hold k * MAX_FIXED_BYTES plus the sensor, the interfaces and the name lists.
+    ``community_seed``: the Community ID's seed (0-65535)."""
     pos = 0
     seed = np.uint64(seed)
+    scratch = np.empty(64, np.uint8)
+    digest = np.empty(20, np.uint8)
     for r in range(rows.shape[0]):
         row = rows[r]
         key = np.int64(row[R.F_KEY] & np.uint64(0x7FFFFFFFFFFFFFFF))
@@ -347,6 +351,8 @@ def render(rows, seed, sensor_json, iface_blob, iface_offsets, src_names, dst_na
 
         pos = _put(buf, pos, P_ID)
         pos = _put_uuid(buf, pos, row, seed)
+        pos = _put(buf, pos, P_COMMUNITY)
+        pos = put_community_id(buf, pos, row, community_seed, scratch, digest)
         pos = _put(buf, pos, P_PROTO)
         pos = _put_protocol(buf, pos, proto)
         pos = _put(buf, pos, P_SRC_ADDR)

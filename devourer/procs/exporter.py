@@ -64,7 +64,7 @@ class _Taken:
 class ExporterLoop:
     def __init__(self, sink: Sink, sensor: str, in_queue, flow_rings, counters, parent_pid: int, report,
                  names: NameTable | None = None, resolver_id: int | None = None, keep_going: bool = False,
-                 reopen_requested=lambda: 0, interfaces: tuple = ()):
+                 reopen_requested=lambda: 0, interfaces: tuple = (), community_seed: int = 0):
         self.sink = sink
         self.reopen_requested = reopen_requested  # a count the supervisor raises on SIGHUP
         self.reopened = reopen_requested()
@@ -72,7 +72,7 @@ class ExporterLoop:
         # counted, and writing resumes once it works again; otherwise the first failure ends the run
         self.keep_going = keep_going
         self.lost_while_down: int | None = None
-        self.formatter = RecordFormatter(sensor, interfaces)
+        self.formatter = RecordFormatter(sensor, interfaces, community_seed)
         # the queue, or a callable giving the current one: a restarted resolver writes to a fresh queue
         self.current_queue = in_queue if callable(in_queue) else (lambda: in_queue)
         self.flow_rings = list(flow_rings)
@@ -270,6 +270,7 @@ def main(topo: "Topology", settings: Settings) -> NoReturn:
                             topo.exporter_counters, parent, report, names, topo.resolver_id,
                             keep_going=settings.live and settings.output == "file",
                             reopen_requested=lambda: int(topo.control[CTL_REOPEN]),
-                            interfaces=settings.interface_labels).run()
+                            interfaces=settings.interface_labels,
+                            community_seed=settings.community_id_seed).run()
 
     run_child(Role("exporter"), body, topo.reports, lambda: ([topo.export_queue], []))

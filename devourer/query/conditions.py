@@ -34,7 +34,7 @@ OPERATORS = {"=": "=", "eq": "=", "!=": "!=", "neq": "!=", "ne": "!=", "<": "<",
 NUMERIC = {"sport", "dport", "vlan", "proto"}
 ADDRESSES = {"sip", "dip", "host"}
 NETS = {"net", "snet", "dnet"}
-TEXT = {"iface", "sensor", "status", "end_reason", "tunnel"}
+TEXT = {"iface", "sensor", "status", "end_reason", "tunnel", "community_id"}
 NAMES = {"src_names", "dst_names", "name"}
 ATTRIBUTES = NUMERIC | ADDRESSES | NETS | TEXT | NAMES
 ALIASES = {"src": "sip", "dst": "dip", "port": "dport", "protocol": "proto", "interface": "iface"}
@@ -248,7 +248,7 @@ def parse(text: str) -> Condition:
 # ---- SQL
 _COLUMNS = {"sip": "src_addr", "dip": "dst_addr", "sport": "src_port", "dport": "dst_port", "vlan": "coalesce(vlan, 0)",
             "iface": "interface", "sensor": "sensor", "status": "status", "end_reason": "end_reason",
-            "tunnel": "tunnel_type"}
+            "tunnel": "tunnel_type", "community_id": "community_id"}
 _PROTOCOL_NAMES = {6: "tcp", 17: "udp", 1: "icmp4", 58: "icmp6"}
 
 

@@ -82,7 +82,8 @@ class StoreSource:
 
 _ENDPOINT = "STRUCT(addr VARCHAR, port INTEGER, hw_addr VARCHAR, names VARCHAR[])"
 RECORD_COLUMNS = {  # docs/architecture.md §4
-    "id": "VARCHAR", "protocol": "VARCHAR", "src": _ENDPOINT, "dst": _ENDPOINT, "first_seen_at": "TIMESTAMPTZ",
+    "id": "VARCHAR", "community_id": "VARCHAR", "protocol": "VARCHAR", "src": _ENDPOINT, "dst": _ENDPOINT,
+    "first_seen_at": "TIMESTAMPTZ",
     "last_seen_at": "TIMESTAMPTZ", "src_stat": "STRUCT(bytes BIGINT, packets BIGINT)",
     "dst_stat": "STRUCT(bytes BIGINT, packets BIGINT)", "status": "VARCHAR", "end_reason": "VARCHAR",
     "vlan": "INTEGER", "src_tcp_flags": "INTEGER", "dst_tcp_flags": "INTEGER", "icmp_type": "INTEGER",
@@ -91,7 +92,8 @@ RECORD_COLUMNS = {  # docs/architecture.md §4
     "interface": "JSON", "sensor": "VARCHAR",  # interface: a name, or a pcapng interface index (a number)
 }
 _AS_FLOW_LOGS = ", ".join([
-    "id", "protocol", "src.addr AS src_addr", "dst.addr AS dst_addr", "src.port AS src_port", "dst.port AS dst_port",
+    "id", "community_id", "protocol", "src.addr AS src_addr", "dst.addr AS dst_addr", "src.port AS src_port",
+    "dst.port AS dst_port",
     "src.hw_addr AS src_hw_addr", "dst.hw_addr AS dst_hw_addr", "src.names AS src_names", "dst.names AS dst_names",
     "first_seen_at", "last_seen_at", "src_stat.bytes AS src_bytes", "dst_stat.bytes AS dst_bytes",
     "src_stat.packets AS src_packets", "dst_stat.packets AS dst_packets", "status", "end_reason", "vlan",

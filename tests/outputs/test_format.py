@@ -11,6 +11,7 @@ from devourer.flow import record as R
 from devourer.flow.key import key_word_of
 from devourer.outputs.format import RecordFormatter
 from devourer.packet.tunnels import TUNNEL_NAMES
+from tests.community_reference import reference_id
 
 
 def row(first_us=1_736_937_000_123_456, proto=6, sport=52431, dport=443, src_is_b=False):
@@ -98,7 +99,9 @@ def _expected(r: np.ndarray, interfaces: tuple = ()) -> dict:
         tunnel = {"type": TUNNEL_NAMES.get(info & 0xFF, "unknown"), "id": vnet & 0xFFFFFFFF if vnet else None,
                   "src_id": side_id[s], "dst_id": side_id[d], "src": outer[s], "dst": outer[d],
                   "depth": (info >> R.INFO_DEPTH_SHIFT) & 0xFF}
+    icmp_type_code = ((state >> 24) & 0xFF, (state >> 32) & 0xFF) if icmp else None
     return {
+        "community_id": reference_id(proto, addr[s], port[s], addr[d], port[d], icmp_type_code),
         "protocol": {6: "tcp", 17: "udp", 1: "icmp4", 58: "icmp6"}.get(proto, str(proto)),
         "src": {"addr": addr[s], "port": port[s], "hw_addr": mac[s], "names": []},
         "dst": {"addr": addr[d], "port": port[d], "hw_addr": mac[d], "names": []},
