@@ -184,7 +184,7 @@ def default_workers() -> int:
 def build_parser() -> _Parser:
     parser = _Parser(prog="devourer", description="Bidirectional network flow collector: reads packets with "
                      "libpcap (live or from files), writes one JSON record per flow.")
-    parser.add_argument("--version", action=_VersionAction,
+    parser.add_argument("-V", "--version", action=_VersionAction,
                         help="print the versions of devourer, Python, libpcap and key libraries, and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.add_parser("version", help="print the versions of devourer, Python, libpcap and key libraries")
@@ -205,6 +205,7 @@ def build_parser() -> _Parser:
     for add_flags in (_add_input_flags, _add_output_flags, _add_bigquery_flags, _add_flow_flags, _add_operation_flags,
                       _add_engine_flags):
         add_flags(cap)
+    cap.add_argument("-V", "--version", action=_VersionAction, help="print the versions and exit (as 'devourer version')")
     _add_query_parser(sub)
     return parser
 
@@ -289,9 +290,11 @@ def _add_input_flags(cap) -> None:
 
 def _add_output_flags(cap) -> None:
     out = cap.add_argument_group("output")
-    out.add_argument("-o", "--output", choices=["stdout", "file", "bigquery", "parquet"], default="stdout",
-                     help="where flow records go (parquet: the local flow store, --store)")
-    out.add_argument("-w", "--write-file", metavar="PATH", help="with -o file: JSON-lines file to append to")
+    out.add_argument("-o", "--output", choices=["stdout", "file", "bigquery", "parquet"], default=None,
+                     help="where flow records go (parquet: the local flow store, --store); default stdout, or file "
+                          "with -w")
+    out.add_argument("-w", "--write-file", metavar="PATH",
+                     help="JSON-lines file to append to (-o file; -w alone means -o file, as tcpdump's -w)")
     out.add_argument("--store", default="devourer-store", metavar="DIR",
                      help="with -o parquet: the flow store, Parquet files by date and hour (DIR/date=.../hour=.../)")
     out.add_argument("--store-flush-interval", type=_duration_in(1, 3600), default="10s",
@@ -372,14 +375,15 @@ def _add_flow_flags(cap) -> None:
 
 def _add_operation_flags(cap) -> None:
     ops = cap.add_argument_group("operation")
-    ops.add_argument("--log-level", choices=logs.LEVELS, default=None,
+    ops.add_argument("--log-level", choices=(*logs.LEVELS, "warn"), default=None,
                      help="least severe log line written (stats and the summary are info); default info, "
                           "warning with --quiet")
     ops.add_argument("--log-format", choices=logs.FORMATS, default="console",
                      help="console: 'devourer: ...' lines; json: one JSON object per line with time, level, "
                           "process role and the counters of stats lines")
-    ops.add_argument("--log-output", default="stderr", metavar="stderr|PATH",
-                     help="where log lines go: stderr or a file (appended; reopened after logrotate moves it)")
+    ops.add_argument("--log-output", default="stderr", metavar="stderr|stdout|PATH",
+                     help="where log lines go: stderr, stdout (when the flows go elsewhere) or a file (appended; "
+                          "reopened after logrotate moves it)")
     ops.add_argument("-q", "--quiet", action="store_true", default=False,
                      help="no progress bar, and only warnings and errors in the log (unless --log-level is given)")
     ops.add_argument("--progress", type=_typed(_bool, "boolean"), default=True, metavar="BOOL",
@@ -391,8 +395,9 @@ def _add_operation_flags(cap) -> None:
     ops.add_argument("--group", metavar="NAME", help="with --user: run as this group (default: the user's)")
     ops.add_argument("--metrics-port", type=_count_in(1, 65535, zero_ok=True), default=0, metavar="PORT",
                      help="serve Prometheus metrics over HTTP on this port (/metrics); 0: off")
-    ops.add_argument("--metrics-address", default="0.0.0.0", metavar="ADDRESS",
-                     help="address the metrics server listens on")
+    ops.add_argument("--metrics-address", default="127.0.0.1", metavar="ADDRESS",
+                     help="address the metrics server listens on (default: this host only; 0.0.0.0 or :: for every "
+                          "interface, for a Prometheus elsewhere)")
 
 
 def _add_engine_flags(cap) -> None:
@@ -525,6 +530,8 @@ def settings_from_args(args) -> Settings:
         raise UsageError("give either -i/--interface or -r/--read-file, not both")
     if not args.interface and not files:
         raise UsageError("nothing to capture from: give -i INTERFACE or -r FILE")
+    if args.output is None:
+        args.output = "file" if args.write_file else "stdout"
     if args.output == "file" and not args.write_file:
         raise UsageError("-o file needs -w/--write-file PATH")
     apply_bigquery_aliases(args)
@@ -571,8 +578,11 @@ def settings_from_args(args) -> Settings:
 def _configure_logs(args) -> None:
     """The log first, so that every later error is written where and as asked; with --user, the log file is
     opened with that user's rights (root follows no path in a folder the user controls)."""
-    level = args.log_level or ("warning" if args.quiet else "info")
+    level = {"warn": "warning"}.get(args.log_level, args.log_level) or ("warning" if args.quiet else "info")
     try:
+        if args.log_output == "stdout" and (args.output or ("file" if args.write_file else "stdout")) == "stdout":
+            raise UsageError("--log-output stdout: the flow records go to stdout; log to stderr or a file, or "
+                             "write the flows elsewhere (-w PATH, -o parquet, -o bigquery)")
         run_as = resolve_user(args.user, args.group) if args.user and os.geteuid() == 0 else None
         logs.configure(level, args.log_format, args.log_output, run_as)
     except UsageError:
@@ -622,6 +632,17 @@ def _relative_times(argv: list[str]) -> list[str]:
 
 
 def main(argv=None) -> int:
+    """The ``devourer`` command. A closed standard output (``devourer names --json | head``) ends it quietly with
+    exit 0, as tcpdump, nfdump and jq end: the reader has what it wanted."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's own flush at exit would raise it again
+        return EXIT_OK
+
+
+def _main(argv=None) -> int:
     parser = build_parser()
     argv = _relative_times(sys.argv[1:] if argv is None else list(argv))
     try:

@@ -71,12 +71,14 @@ class PrivateFileHandler(logging.handlers.WatchedFileHandler):
 
 
 def configure(level: str = "info", fmt: str = "console", output: str = "stderr", run_as=None) -> logging.Handler:
-    """Set the logger up (again); returns its handler. ``output``: 'stderr' or a file path, opened with the
+    """Set the logger up (again); returns its handler. ``output``: 'stderr', 'stdout' or a file path, opened with the
     rights of ``run_as`` (--user) when given.
 
     Raises OSError when the file cannot be opened."""
     if output in ("stderr", "-"):
         handler: logging.Handler = logging.StreamHandler(sys.stderr)
+    elif output == "stdout":  # the command line refuses it where the flow records go to stdout
+        handler = logging.StreamHandler(sys.stdout)
     else:
         from devourer.privileges import acting_as
 

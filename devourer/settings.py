@@ -52,7 +52,7 @@ class Settings:
     rotate_keep: int = 0  # rotated files kept; 0: all
     progress: bool = True  # a progress bar when replaying files with stderr on a terminal
     metrics_port: int = 0  # Prometheus metrics over HTTP; 0: off
-    metrics_address: str = "0.0.0.0"
+    metrics_address: str = "127.0.0.1"
     run_as: tuple[int, int, str] | None = None  # --user/--group: (uid, gid, user name) to drop root to
 
     @property

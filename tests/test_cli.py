@@ -160,3 +160,36 @@ def test_several_interfaces_by_flag_comma_list_environment_and_config_line(tmp_p
 def test_bad_interface_lists_are_refused_naming_the_flag(argv, message, monkeypatch):
     with pytest.raises(UsageError, match=message):
         settings(argv, monkeypatch)
+
+
+def test_w_alone_means_o_file_as_tcpdumps_w(monkeypatch):
+    s = settings(["-r", "x.pcap", "-w", "flows.jsonl"], monkeypatch)
+    assert (s.output, s.write_file) == ("file", "flows.jsonl")
+    assert settings(["-r", "x.pcap"], monkeypatch).output == "stdout"
+    with pytest.raises(UsageError, match="-w/--write-file is only used with -o file"):
+        settings(["-r", "x.pcap", "-w", "f", "-o", "parquet"], monkeypatch)
+
+
+def test_the_metrics_listen_on_this_host_only_unless_told():
+    args = build_parser().parse_args(["capture", "-r", "x.pcap"])
+    assert args.metrics_address == "127.0.0.1"
+
+
+def test_go_devourers_log_level_warn_and_logs_to_stdout(small_capture, tmp_path):
+    """--log-level warn is warning; --log-output stdout writes the log there (not to a file named stdout), and
+    is refused where the flow records go to stdout."""
+    out = tmp_path / "flows.jsonl"
+    proc = run_devourer("capture", "-r", small_capture, "-w", out, "--log-output", "stdout", cwd=tmp_path)
+    assert proc.returncode == 0 and "summary:" in proc.stdout and proc.stderr == ""
+    assert not (tmp_path / "stdout").exists() and out.stat().st_size > 0
+    proc = run_devourer("capture", "-r", small_capture, "-w", out, "--log-output", "stdout", "--log-level", "warn")
+    assert proc.returncode == 0 and "summary:" not in proc.stdout + proc.stderr
+    proc = run_devourer("capture", "-r", small_capture, "--log-output", "stdout")
+    assert proc.returncode == 2 and proc.stdout == "" and proc.stderr.count("\n") == 1
+    assert "--log-output stdout" in proc.stderr
+
+
+@pytest.mark.parametrize("argv", [["-V"], ["capture", "--version"], ["capture", "-V"]])
+def test_the_version_as_other_tools_ask_for_it(argv):
+    proc = run_devourer(*argv)
+    assert proc.returncode == 0 and proc.stdout == run_devourer("version").stdout

@@ -63,6 +63,7 @@ class Supervisor:
         self.metrics: MetricsServer | None = None
         self.workers_died = False  # a worker died: the packets it had not counted are "lost with dead workers"
         self.capture_died = False  # the batch it had decoded but not handed on is abandoned
+        self.output_closed = False  # the reader of standard output went away: the run ends quietly, exit 0
 
     def _say(self, text: str, level: str = "error", role: str = logs.SUPERVISOR, pid: int | None = None,
              **fields) -> None:
@@ -105,6 +106,8 @@ class Supervisor:
         finally:
             self._clean_up(topo)
         self._drain_reports(topo)
+        if self.output_closed and not self.failed:
+            return EXIT_OK  # as tcpdump and jq at a closed pipe: no summary, no error
         totals = summary.final_totals(topo, self.workers_died, self.capture_died, self.failed)
         self._say(summary.summary_line(totals, self.workers_died, self.settings.output == "bigquery"), "info",
                   **summary.log_fields(totals))
@@ -281,6 +284,9 @@ class Supervisor:
             except (queue_mod.Empty, OSError, ValueError):
                 return
             self._say(report.text, report.level, str(report.role), report.pid)
+            if report.reason is Reason.OUTPUT_CLOSED:  # | head got what it wanted: stop, say nothing
+                self.output_closed = True
+                self._abort(topo)
             if report.reason is Reason.OUTPUT_FAILED:  # the output is gone: reading on would only count losses
                 if (not self.failed and self.stopping_since is None and not self.settings.live
                         and any(c.role.kind == "capture" and c.process.exitcode is None

@@ -72,6 +72,7 @@ class ExporterLoop:
         # counted, and writing resumes once it works again; otherwise the first failure ends the run
         self.keep_going = keep_going
         self.lost_while_down: int | None = None
+        self.output_closed = False  # the reader of the output pipe went away
         self.formatter = RecordFormatter(sensor, interfaces, community_seed)
         # the queue, or a callable giving the current one: a restarted resolver writes to a fresh queue
         self.current_queue = in_queue if callable(in_queue) else (lambda: in_queue)
@@ -159,6 +160,9 @@ class ExporterLoop:
             for start in range(0, len(rows), 4096):
                 self.sink.write(FlowBatch(self.formatter, rows[start:start + 4096], self.names))
             self.sink.flush()
+        except BrokenPipeError:
+            self._closed(len(rows))
+            return
         except OSError as e:
             kept = e.lines if isinstance(e, PartialWrite) else 0  # whole lines that are in the file all the same
             self.counters[E_FLOWS_WRITTEN] += kept
@@ -246,7 +250,15 @@ class ExporterLoop:
         except OSError as e:
             self._sink_failed(e)
         self._settle()
-        return EXIT_FAILURE if self.failed else EXIT_OK
+        return EXIT_OK if self.output_closed or not self.failed else EXIT_FAILURE
+
+    def _closed(self, rows: int) -> None:
+        """The reader of the output pipe went away (``| head``): nothing more can be written, which is what the
+        reader wanted, so the run ends quietly (the rows not written are counted, as for a failure)."""
+        self.counters[E_WRITE_FAILED] += rows
+        if not self.failed:
+            self.failed = self.output_closed = True
+            self.report("the reader of the output went away (a closed pipe)", "debug", Reason.OUTPUT_CLOSED)
 
     def _sink_failed(self, e: OSError) -> None:
         """The sink failed outside a write (its tick or its close): what it held and had not made durable

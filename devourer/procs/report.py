@@ -36,6 +36,7 @@ class Reason(enum.Enum):
 
     NOTE = "note"  # a line for the log, nothing more
     OUTPUT_FAILED = "output failed"  # the exporter cannot write: reading on would only count losses
+    OUTPUT_CLOSED = "output closed"  # the reader of a pipe went away (| head): stop quietly, as tcpdump does
     CRASHED = "crashed"  # an unexpected exception reached the process's top level; it exits with EXIT_FAILURE
 
 
