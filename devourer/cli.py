@@ -21,17 +21,21 @@ from devourer.privileges import resolve_user, scrub_environment
 from devourer.settings import Settings
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(us|ms|s|m|h|d)?\s*$")
+_GO_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(us|ms|s|m|h|d)")
+_GO_DURATION = re.compile(r"^(?:(?:\d+(?:\.\d*)?|\.\d+)(?:us|ms|s|m|h|d))+$")
 _DURATION_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _SIZE = re.compile(r"^\s*(\d+)\s*([kKmMgGtT]i?[bB]?|[bB])?\s*$")
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
 def parse_duration(text: str) -> float:
-    """'10s', '2m', '1h', '500ms', '1.5' (seconds) -> seconds."""
+    """'10s', '2m', '1h', '500ms', '1.5' (seconds), and Go's '1m30s', '1h2m3.5s' -> seconds."""
     m = _DURATION.match(str(text))
-    if not m:
-        raise ValueError(f"not a duration: {text!r} (use e.g. 10s, 2m, 1h, 500ms)")
-    return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    if m:
+        return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    if _GO_DURATION.match(str(text).strip()):  # as the Go devourer (time.ParseDuration) takes them
+        return sum(float(n) * _DURATION_UNITS[u] for n, u in _GO_PART.findall(str(text)))
+    raise ValueError(f"not a duration: {text!r} (use e.g. 10s, 2m, 1h, 500ms, 1m30s)")
 
 
 def parse_size(text: str) -> int:
@@ -137,11 +141,30 @@ def _sensor_id(text: str) -> str:
     return text
 
 
+_COMMAND_LINE: list[str] = []  # the arguments being parsed: an error names a setting by where it came from
+_BAD_ARGUMENT = re.compile(r"^argument (?:(-\w)/)?--([\w-]+):")
+
+
+def _named_by_source(message: str) -> str:
+    """'argument --workers: ...' for a value that came from the environment names the variable instead
+    (DEVOURER_WORKERS=abc is not on the command line, where the user would look)."""
+    m = _BAD_ARGUMENT.match(message)
+    if not m:
+        return message
+    short, flag = m.groups()
+    variable = "DEVOURER_" + flag.upper().replace("-", "_")
+    on_line = any(a == f"--{flag}" or a.startswith(f"--{flag}=") or (short and a.startswith(short))
+                  for a in _COMMAND_LINE)
+    if on_line or variable not in os.environ:
+        return message
+    return f"{variable} (--{flag}):" + message[m.end():]
+
+
 class _Parser(configargparse.ArgumentParser):
     """argparse prints usage and the error on two lines; we print one."""
 
     def error(self, message):
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.stderr.write(f"{self.prog}: error: {_named_by_source(message)}\n")
         sys.exit(EXIT_USAGE)
 
 
@@ -516,8 +539,19 @@ def _interfaces(given: list[str] | None) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _given_on_command_line(files_after_options: bool) -> set[str]:
+    """Which of the two sources the command line itself gives (rather than DEVOURER_* or the config file)."""
+    given = {"read_file"} if files_after_options else set()
+    for a in _COMMAND_LINE:
+        for name, short, long in (("interface", "-i", "--interface"), ("read_file", "-r", "--read-file")):
+            if a == long or a.startswith(long + "=") or (a.startswith(short) and not a.startswith("--")):
+                given.add(name)
+    return given
+
+
 def settings_from_args(args) -> Settings:
     files, expression = _files_and_expression(args)
+    files_after_options = len(files) > len(args.read_file or ())
     files = capture_files(files)
     args.interface = _interfaces(args.interface)
     if expression is not None and args.bpf:
@@ -526,8 +560,14 @@ def settings_from_args(args) -> Settings:
     if expression is not None and not args.interface and not files:
         raise UsageError("nothing to capture from: give -i INTERFACE or -r FILE (the filter is not a file)")
     bpf = args.bpf or expression
-    if args.interface and files:
-        raise UsageError("give either -i/--interface or -r/--read-file, not both")
+    if args.interface and files:  # one from the environment or the config file: the command line's wins
+        on_line = _given_on_command_line(files_after_options)
+        if on_line == {"interface"}:
+            files = ()
+        elif on_line == {"read_file"}:
+            args.interface = ()
+        else:
+            raise UsageError("give either -i/--interface or -r/--read-file, not both")
     if not args.interface and not files:
         raise UsageError("nothing to capture from: give -i INTERFACE or -r FILE")
     if args.output is None:
@@ -645,6 +685,7 @@ def main(argv=None) -> int:
 def _main(argv=None) -> int:
     parser = build_parser()
     argv = _relative_times(sys.argv[1:] if argv is None else list(argv))
+    _COMMAND_LINE[:] = argv
     try:
         args = parser.parse_args(argv)
     except UnicodeDecodeError as e:  # configargparse reads the file as text

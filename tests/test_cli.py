@@ -30,9 +30,24 @@ def test_flag_beats_env_beats_config_file_beats_default(tmp_path, monkeypatch):
     assert (s.flow_timeout_s, s.active_timeout_s, s.output) == (120, 1800, "stdout")
 
 
-@pytest.mark.parametrize("text, seconds", [("10s", 10), ("2m", 120), ("1h", 3600), ("500ms", 0.5), ("1.5", 1.5)])
+@pytest.mark.parametrize("text, seconds", [("10s", 10), ("2m", 120), ("1h", 3600), ("500ms", 0.5), ("1.5", 1.5),
+                                           ("1m30s", 90), ("1h2m3.5s", 3723.5), ("2h45m", 9900), ("1s500ms", 1.5)])
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
+
+
+def test_not_durations():
+    for text in ("1m30", "m30s", "1x", "1m 30s", ""):
+        with pytest.raises(ValueError, match="not a duration"):
+            parse_duration(text)
+
+
+def test_a_bad_value_from_the_environment_names_the_variable(tmp_path):
+    proc = run_devourer("capture", "-r", "x.pcap", env={"DEVOURER_WORKERS": "abc"})
+    assert proc.returncode == 2
+    assert proc.stderr == "devourer capture: error: DEVOURER_WORKERS (--workers): not a whole number: 'abc'\n"
+    proc = run_devourer("capture", "-r", "x.pcap", "--workers", "x", env={"DEVOURER_WORKERS": "abc"})
+    assert proc.stderr == "devourer capture: error: argument --workers: not a whole number: 'x'\n"
 
 
 @pytest.mark.parametrize("text, n", [("65536", 65536), ("64M", 64 << 20), ("1G", 1 << 30), ("2k", 2048)])
@@ -193,3 +208,29 @@ def test_go_devourers_log_level_warn_and_logs_to_stdout(small_capture, tmp_path)
 def test_the_version_as_other_tools_ask_for_it(argv):
     proc = run_devourer(*argv)
     assert proc.returncode == 0 and proc.stdout == run_devourer("version").stdout
+
+
+@pytest.mark.parametrize("line, env, source", [
+    (["-r", "{pcap}"], {"DEVOURER_INTERFACE": "eth0"}, "file"),
+    (["--read-file={pcap}"], {"DEVOURER_INTERFACE": "eth0"}, "file"),
+    (["{pcap}"], {"DEVOURER_INTERFACE": "eth0"}, "file"),
+    (["-i", "lo"], {"DEVOURER_READ_FILE": "{pcap}"}, "interface"),
+    (["--interface=lo", "tcp", "port", "80"], {"DEVOURER_READ_FILE": "{pcap}"}, "interface"),
+])
+def test_the_command_lines_source_beats_the_environments(line, env, source):
+    from devourer import cli
+
+    pcap = str(REPO / "samples" / next(p.name for p in (REPO / "samples").iterdir() if ".pcap" in p.name))
+    fill = [x.format(pcap=pcap) for x in line]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cli, "_COMMAND_LINE", ["capture", *fill])
+        s = settings(fill, mp, env={k: v.format(pcap=pcap) for k, v in env.items()})
+    assert (s.read_files, s.interfaces) == (((pcap,), ()) if source == "file" else ((), ("lo",)))
+
+
+def test_both_sources_on_the_command_line_are_refused(monkeypatch):
+    from devourer import cli
+
+    monkeypatch.setattr(cli, "_COMMAND_LINE", ["capture", "-i", "lo", "-r", "x.pcap"])
+    with pytest.raises(UsageError, match="not both"):
+        settings(["-i", "lo", "-r", "x.pcap"], monkeypatch)
