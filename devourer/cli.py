@@ -145,9 +145,38 @@ _COMMAND_LINE: list[str] = []  # the arguments being parsed: an error names a se
 _BAD_ARGUMENT = re.compile(r"^argument (?:(-\w)/)?--([\w-]+):")
 
 
+_CAPTURE_OPTIONS: list[str] = []  # capture's long flags without '--', for the nearest to a misspelt setting
+
+
+def _config_line_of(word: str) -> str:
+    """'unrecognized arguments: --flow_timout=10s' for a key of the config file: its line, and the nearest
+    setting (configargparse hands config keys on as flags, so a typo there reads as one on the command line)."""
+    import difflib
+
+    key = word[2:].split("=", 1)[0]
+    path = _config_path(_COMMAND_LINE)
+    where = path
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for n, line in enumerate(f, 1):
+                if line.split("=", 1)[0].split(":", 1)[0].strip() == key:
+                    where = f"{path} line {n}"
+                    break
+    except OSError:
+        pass
+    close = difflib.get_close_matches(key.replace("_", "-"), _CAPTURE_OPTIONS, n=1, cutoff=0.6)
+    return f"{where}: unknown setting {key!r}" + (f" (did you mean {close[0]}?)" if close else "")
+
+
 def _named_by_source(message: str) -> str:
     """'argument --workers: ...' for a value that came from the environment names the variable instead
     (DEVOURER_WORKERS=abc is not on the command line, where the user would look)."""
+    if message.startswith("unrecognized arguments: "):
+        words = message.split(": ", 1)[1].split()
+        from_file = [w for w in words if w.startswith("--") and w not in _COMMAND_LINE]
+        if from_file and any(a in ("-c", "--config") or a.startswith("--config=") for a in _COMMAND_LINE):
+            return _config_line_of(from_file[0])
+        return message
     m = _BAD_ARGUMENT.match(message)
     if not m:
         return message
@@ -230,6 +259,8 @@ def build_parser() -> _Parser:
         add_flags(cap)
     cap.add_argument("-V", "--version", action=_VersionAction, help="print the versions and exit (as 'devourer version')")
     _add_query_parser(sub)
+    parser.capture_parser = cap  # its flags are the DEVOURER_* variables
+    _CAPTURE_OPTIONS[:] = sorted(o[2:] for a in cap._actions for o in a.option_strings if o.startswith("--"))
     return parser
 
 
@@ -539,6 +570,30 @@ def _interfaces(given: list[str] | None) -> tuple[str, ...]:
     return tuple(names)
 
 
+#: DEVOURER_* variables that are no flag's: the query's store, the key, the original tool's spellings, the
+#: tests' and benchmarks' shared folder
+_OTHER_VARIABLES = {"DEVOURER_STORE", "DEVOURER_BIGQUERY_SA_KEY_DATA", "DEVOURER_BQ_PROJECT_ID",
+                    "DEVOURER_BQ_DATASET", "DEVOURER_BQ_SA_KEY_FILE", "DEVOURER_SHARED"}
+
+
+def unknown_variables(parser: configargparse.ArgumentParser, environ=os.environ) -> list[str]:
+    """One warning per DEVOURER_* variable that sets nothing (a misspelt one would be ignored silently),
+    naming the closest known one."""
+    import difflib
+
+    known = set(_OTHER_VARIABLES)
+    for action in parser._actions:
+        for option in action.option_strings:
+            if option.startswith("--"):
+                known.add("DEVOURER_" + option[2:].upper().replace("-", "_"))
+    out = []
+    for name in sorted(n for n in environ if n.startswith("DEVOURER_") and n not in known):
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        out.append(f"{name} in the environment is no setting of devourer's and is ignored{hint}")
+    return out
+
+
 def _given_on_command_line(files_after_options: bool) -> set[str]:
     """Which of the two sources the command line itself gives (rather than DEVOURER_* or the config file)."""
     given = {"read_file"} if files_after_options else set()
@@ -714,6 +769,8 @@ def _main(argv=None) -> int:
         return EXIT_USAGE
     try:
         _configure_logs(args)
+        for text in unknown_variables(parser.capture_parser):
+            logs.emit("warning", text)
         _keep_key_out_of_sight(args, argv)
         settings = settings_from_args(args)
         # The engine's imports and warm-up create a few hundred thousand long-lived objects (numba):

@@ -234,3 +234,20 @@ def test_both_sources_on_the_command_line_are_refused(monkeypatch):
     monkeypatch.setattr(cli, "_COMMAND_LINE", ["capture", "-i", "lo", "-r", "x.pcap"])
     with pytest.raises(UsageError, match="not both"):
         settings(["-i", "lo", "-r", "x.pcap"], monkeypatch)
+
+
+def test_a_misspelt_variable_is_one_warning_naming_the_closest_setting():
+    proc = run_devourer("capture", "-r", REPO / "samples" / "http.pcap", env={"DEVOURER_WORKRES": "2",
+                                                                                "DEVOURER_FLOW_TIMEOUT": "10s"})
+    assert proc.returncode == 0
+    warnings = [x for x in proc.stderr.splitlines() if "warning" in x]
+    assert warnings == ["devourer: warning: DEVOURER_WORKRES in the environment is no setting of devourer's and "
+                        "is ignored; did you mean DEVOURER_WORKERS?"]
+
+
+def test_a_typo_in_the_config_file_names_its_line_and_the_nearest_setting(tmp_path):
+    conf = tmp_path / "d.conf"
+    conf.write_text("# flows\nworkers = 2\nflow_timout = 10s\n")
+    proc = run_devourer("capture", "-c", conf, "-r", REPO / "samples" / "http.pcap")
+    assert proc.returncode == 2
+    assert proc.stderr == f"devourer: error: {conf} line 3: unknown setting 'flow_timout' (did you mean flow-timeout?)\n"
