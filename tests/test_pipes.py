@@ -34,7 +34,12 @@ def test_the_other_commands_end_quietly_too(args):
 
 
 def test_a_failing_output_is_still_an_error(small_capture, tmp_path):
-    """Only a closed pipe is quiet: an output that cannot be written is one error line and exit 1."""
+    """Only a closed pipe is quiet: an output that cannot be written is an error and exit 1, its cause said
+    before the exporter's end."""
     proc = subprocess.run([*DEVOURER, "capture", "-r", str(small_capture)], stdout=open("/dev/full", "wb"),
                           stderr=subprocess.PIPE, text=True, cwd=REPO, timeout=300)
-    assert proc.returncode == 1 and "cannot write output: No space left on device" in proc.stderr
+    assert proc.returncode == 1
+    lines = proc.stderr.splitlines()
+    cause = [i for i, x in enumerate(lines) if "cannot write output: No space left on device" in x]
+    death = [i for i, x in enumerate(lines) if "exporter" in x and "exited with status 1" in x]
+    assert len(cause) == 1 and death and cause[0] < death[0]  # the cause first, then what it led to

@@ -28,8 +28,9 @@ from devourer.engine.metrics import MetricsServer
 from devourer.engine.progress import ProgressBar
 from devourer.engine.restarts import Restarts, count_flows_lost
 from devourer.engine.topology import Topology, remove_stale_segments
-from devourer.errors import EXIT_DAMAGED, EXIT_FAILURE, EXIT_OK
+from devourer.errors import EXIT_DAMAGED, EXIT_FAILURE, EXIT_OK, DevourerError
 from devourer.ipc import wire
+from devourer.ipc.ring import check_cpu
 from devourer.outputs import check_output
 from devourer.procs import capture, exporter, planner, resolver, worker
 from devourer.procs.report import Reason, Report, Role
@@ -76,6 +77,8 @@ class Supervisor:
 
     # ---- the run
     def run(self) -> int:
+        if (why := check_cpu()) is not None:
+            raise DevourerError(why)
         signal.signal(signal.SIGHUP, self._on_signal)  # from the start: a hangup during start-up loses nothing either
         sources = capture.open_sources(self.settings)
         self.settings = dataclasses.replace(self.settings, interface_labels=capture.interface_labels(sources))
@@ -226,6 +229,7 @@ class Supervisor:
             return
         if role.kind == "worker":  # the flows it held go with it (a restarted worker's are counted there)
             count_flows_lost(topo, role.index)
+        self._drain_reports(topo)  # its last words (the cause: "cannot write output: ...") before its death
         self._say(f"{role} (pid {pid}) {how}")
         self.failed = True
         if role.kind == "exporter":

@@ -21,15 +21,20 @@ Byte layout of a segment (all words little-endian u64):
 Synchronization is one store per batch: the producer copies a batch, then
 publishes ``head``; the consumer copies what lies below ``head``, then
 publishes ``tail``. That order is enough on x86-64 (total store order), which is
-what devourer runs on; a weakly ordered CPU would need fences here.
+what devourer runs on; a weakly ordered CPU (ARM: Graviton, Raspberry Pi) would need
+release/acquire fences here, which numpy stores cannot give, so ``check_cpu`` refuses
+to start there rather than count wrong.
 """
 
 import mmap
 import os
+import platform
 import time
 
 import numpy as np
 
+#: CPUs whose store order makes the one-store publication above safe (total store order, 64-bit words)
+ORDERED_CPUS = ("x86_64", "amd64")
 MAGIC = 0x4456524752494E47
 VERSION = 1
 HEADER_BYTES = 256
@@ -39,6 +44,15 @@ H_TAIL = 16
 
 
 SHM_DIR = "/dev/shm"
+
+
+def check_cpu(machine: str | None = None) -> str | None:
+    """Why the rings cannot run on this CPU (one line), or None where they can."""
+    machine = (machine if machine is not None else platform.machine()) or "unknown"
+    if machine.lower() in ORDERED_CPUS:
+        return None
+    return (f"this CPU is {machine}: devourer's shared-memory rings rely on x86-64's store order, and on a weakly "
+            "ordered CPU they could hand over half-written packets; run it on x86-64 (amd64)")
 
 
 class _Segment:

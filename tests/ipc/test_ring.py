@@ -55,3 +55,12 @@ def test_blocking_write_waits_for_the_reader_and_can_be_aborted():
     finally:
         ring.unlink()
     assert not os.path.exists(f"/dev/shm/{ring.name}")
+
+
+def test_a_weakly_ordered_cpu_is_refused_with_a_reason():
+    from devourer.ipc.ring import check_cpu
+
+    assert check_cpu("x86_64") is None and check_cpu("AMD64") is None
+    for machine in ("aarch64", "armv7l", "riscv64", "ppc64le", "i686", ""):
+        why = check_cpu(machine)
+        assert why is not None and "x86-64" in why and "\n" not in why
