@@ -135,3 +135,24 @@ def test_log_output_file_and_level(tmp_path):
     assert proc.returncode == 0 and len(log.read_text().splitlines()) == 1  # appended nothing: info is off
     proc = run_devourer("capture", "-r", HTTP, "--log-level", "loud")
     assert proc.returncode == 2 and "--log-level" in proc.stderr
+
+
+def test_the_progress_bar_shows_a_rate_from_its_first_update(tmp_path):
+    """Not '0 packets/s' for the first half second: the rate so far, then half-second windows."""
+    import io
+
+    from devourer.engine.progress import ProgressBar
+
+    now = [100.0]
+    screen = io.StringIO()
+    bar = ProgressBar(1000, stream=screen, clock=lambda: now[0])
+    now[0] = 100.2
+    bar.update(100, 4000, 0, 10)
+    assert round(bar.pps) == 20000 and "20,000 packets/s" in bar.bar.postfix
+    now[0] = 100.6
+    bar.update(200, 5000, 0, 10)
+    assert round(bar.pps) == round(5000 / 0.6)  # the first whole window
+    now[0] = 100.8
+    bar.update(300, 5100, 0, 10)  # inside the next window: the last window's rate stays
+    assert round(bar.pps) == round(5000 / 0.6)
+    bar.close()

@@ -33,7 +33,7 @@ def input_size(paths) -> int | None:
 
 
 class ProgressBar:
-    def __init__(self, total_bytes: int | None, stream=sys.stderr):
+    def __init__(self, total_bytes: int | None, stream=sys.stderr, clock=time.monotonic):
         try:
             sized = os.get_terminal_size(stream.fileno()).columns > 0
         except (OSError, ValueError):
@@ -42,16 +42,21 @@ class ProgressBar:
         self.bar = tqdm(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1024, file=stream,
                         desc="devourer", dynamic_ncols=sized, ncols=None if sized else 100, mininterval=0.25,
                         smoothing=0.3, leave=True)
-        self.last_t = time.monotonic()
+        self.clock = clock
+        self.last_t = clock()
         self.last_packets = 0
         self.pps = 0.0
+        self.measured = False  # a whole half-second window has passed
 
     def update(self, input_bytes: int, packets: int, flows_written: int, active_flows: int) -> None:
-        now = time.monotonic()
+        now = self.clock()
         dt = now - self.last_t
         if dt >= 0.5:
             self.pps = (packets - self.last_packets) / dt
             self.last_t, self.last_packets = now, packets
+        elif not self.measured and dt >= 0.1 and packets:  # the first half second: the rate so far, not 0
+            self.pps = (packets - self.last_packets) / dt
+        self.measured = self.measured or dt >= 0.5
         self.bar.set_postfix_str(f"{self.pps:,.0f} packets/s, {flows_written + active_flows:,} flows", refresh=False)
         self.bar.update(max(0, input_bytes - self.bar.n))
 
