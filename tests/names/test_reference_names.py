@@ -37,7 +37,9 @@ def _ours(capture):
     proc = subprocess.run([*DEVOURER, "names", "-r", str(PCAPS / capture)], capture_output=True, text=True, cwd=REPO,
                           timeout=120)
     assert proc.returncode in (0, 4), proc.stderr
-    return {tuple(line.split("\t")) for line in proc.stdout.splitlines()}
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "#source\tkind\tname\tvalue"  # a header, as the references have
+    return {tuple(line.split("\t")) for line in lines[1:]}
 
 
 def _reference(capture):
