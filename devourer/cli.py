@@ -257,7 +257,8 @@ def build_parser() -> _Parser:
     for add_flags in (_add_input_flags, _add_output_flags, _add_bigquery_flags, _add_flow_flags, _add_operation_flags,
                       _add_engine_flags):
         add_flags(cap)
-    cap.add_argument("-V", "--version", action=_VersionAction, help="print the versions and exit (as 'devourer version')")
+    cap.add_argument("-V", "--version", action=_VersionAction,
+                     help="print the versions and exit (as 'devourer version')")
     _add_query_parser(sub)
     parser.capture_parser = cap  # its flags are the DEVOURER_* variables
     _CAPTURE_OPTIONS[:] = sorted(o[2:] for a in cap._actions for o in a.option_strings if o.startswith("--"))

@@ -250,4 +250,5 @@ def test_a_typo_in_the_config_file_names_its_line_and_the_nearest_setting(tmp_pa
     conf.write_text("# flows\nworkers = 2\nflow_timout = 10s\n")
     proc = run_devourer("capture", "-c", conf, "-r", REPO / "samples" / "http.pcap")
     assert proc.returncode == 2
-    assert proc.stderr == f"devourer: error: {conf} line 3: unknown setting 'flow_timout' (did you mean flow-timeout?)\n"
+    assert proc.stderr == (f"devourer: error: {conf} line 3: unknown setting 'flow_timout' (did you mean "
+                           "flow-timeout?)\n")
