@@ -30,10 +30,23 @@ def _run(*cmd):
     return subprocess.run(cmd, check=True, capture_output=True, text=True)
 
 
+def _remove_stale_namespaces() -> None:
+    """The namespace and veth of a test run that was killed (its fixture never tore them down) hold the same
+    addresses as ours and would take our traffic: removed when the run that made them is gone."""
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+    tags = {int(p) % 100000 for p in os.listdir("/proc") if p.isdigit()}  # a tag is its run's pid % 100000
+    for name in listed:
+        m = re.fullmatch(r"dv(\d+)ns", name)
+        if m and int(m.group(1)) not in tags:
+            subprocess.run(["ip", "link", "del", f"dv{m.group(1)}a"], capture_output=True)
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
 @pytest.fixture
 def veth(tmp_path):
     if os.geteuid() != 0 or not shutil.which("ip"):
         pytest.skip("live capture test needs root and iproute2 (ip) to create a network namespace")
+    _remove_stale_namespaces()
     tag = f"dv{os.getpid() % 100000}"
     ns, host_if, ns_if = f"{tag}ns", f"{tag}a", f"{tag}b"
     try:
