@@ -6,6 +6,7 @@ e.g. ``DEVOURER_FLOW_TIMEOUT=60s``) or from a config file (``-c FILE``, lines of
 A wrong flag or value is one line on stderr and exit status 2.
 """
 
+import argparse
 import gc
 import os
 import re
@@ -220,9 +221,12 @@ def version_text() -> str:
     return "\n".join(lines)
 
 
-class _VersionAction(configargparse.Action):
+class _VersionAction(argparse._VersionAction):
+    """--version: our version text. An argparse version action, so that configargparse makes no DEVOURER_VERSION
+    of it (an image's DEVOURER_VERSION=0.1.0 label would print the version instead of capturing)."""
+
     def __init__(self, option_strings, dest=configargparse.SUPPRESS, default=configargparse.SUPPRESS, help=None):
-        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+        super().__init__(option_strings, dest=dest, default=default, help=help)
 
     def __call__(self, parser, namespace, values, option_string=None):
         print(version_text())

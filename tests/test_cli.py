@@ -252,3 +252,9 @@ def test_a_typo_in_the_config_file_names_its_line_and_the_nearest_setting(tmp_pa
     assert proc.returncode == 2
     assert proc.stderr == (f"devourer: error: {conf} line 3: unknown setting 'flow_timout' (did you mean "
                            "flow-timeout?)\n")
+
+
+def test_a_devourer_version_variable_is_no_setting():
+    """An image's DEVOURER_VERSION label in the environment neither prints the version nor stops capture."""
+    proc = run_devourer("capture", "-r", REPO / "samples" / "http.pcap", env={"DEVOURER_VERSION": "0.1.0"})
+    assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 3

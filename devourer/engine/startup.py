@@ -1,6 +1,6 @@
 """Getting a run ready, before any child exists: what the supervisor does once, in order.
 
-``Supervisor.run`` calls these in turn: the sources are open (``procs.capture.open_sources``), then
+``Supervisor.run`` calls these in turn: ``refuse_unordered_cpu``, the sources are open (``procs.capture.open_sources``), then
 ``choose_readers``, ``read_key_file``, the output is tried (``outputs.check_output``), ``warm_up`` loads the
 compiled loops, and ``drop_privileges`` leaves root once nothing more needs it. Each takes the settings and
 gives them back, changed where the step decided something.
@@ -10,12 +10,19 @@ import dataclasses
 import os
 
 from devourer import jitcache
-from devourer.errors import SourceError, UsageError
+from devourer.errors import DevourerError, SourceError, UsageError
 from devourer.flow import table
+from devourer.ipc.ring import check_cpu
 from devourer.outputs import format as record_format
 from devourer.packet import bpf, capfile, chunks, decode
 from devourer.privileges import drop_to, read_private_file
 from devourer.settings import Settings
+
+
+def refuse_unordered_cpu() -> None:
+    """Raises DevourerError on a CPU the shared-memory rings are not correct on (``ipc.ring.check_cpu``)."""
+    if (why := check_cpu()) is not None:
+        raise DevourerError(why)
 
 
 def choose_readers(settings: Settings, say) -> Settings:

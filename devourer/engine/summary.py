@@ -133,3 +133,9 @@ def log_fields(t: dict) -> dict:
     if t["interfaces"]:
         fields["interfaces"] = t["interfaces"]
     return fields
+
+
+def say_final(say, topo, workers_died: bool, capture_died: bool, failed: bool, bigquery: bool) -> None:
+    """The run's summary line through ``say`` (the supervisor's log), with its counters as fields."""
+    totals = final_totals(topo, workers_died, capture_died, failed)
+    say(summary_line(totals, workers_died, bigquery), "info", **log_fields(totals))

@@ -6,10 +6,8 @@ bodies (``procs``) and the numbers (``engine.summary``) live elsewhere. Shutdown
 capture stops reading and closes the rings, workers flush every flow, the exporter writes them, then
 everyone exits -- bounded by ``--shutdown-timeout``, after which stragglers are killed.
 
-Exit status: EXIT_OK when every process ended cleanly (also after SIGTERM/SIGINT), EXIT_DAMAGED when a
-capture file was damaged (flows before the damage are written), EXIT_FAILURE when a child died or the output
-failed.
-"""
+Exit status: EXIT_OK when every process ended cleanly (also after SIGTERM/SIGINT, or a closed pipe), EXIT_DAMAGED
+when a capture file was damaged (flows before it written), EXIT_FAILURE when a child died or the output failed."""
 
 import dataclasses
 import gc
@@ -28,9 +26,8 @@ from devourer.engine.metrics import MetricsServer
 from devourer.engine.progress import ProgressBar
 from devourer.engine.restarts import Restarts, count_flows_lost
 from devourer.engine.topology import Topology, remove_stale_segments
-from devourer.errors import EXIT_DAMAGED, EXIT_FAILURE, EXIT_OK, DevourerError
+from devourer.errors import EXIT_DAMAGED, EXIT_FAILURE, EXIT_OK
 from devourer.ipc import wire
-from devourer.ipc.ring import check_cpu
 from devourer.outputs import check_output
 from devourer.procs import capture, exporter, planner, resolver, worker
 from devourer.procs.report import Reason, Report, Role
@@ -77,8 +74,7 @@ class Supervisor:
 
     # ---- the run
     def run(self) -> int:
-        if (why := check_cpu()) is not None:
-            raise DevourerError(why)
+        startup.refuse_unordered_cpu()
         signal.signal(signal.SIGHUP, self._on_signal)  # from the start: a hangup during start-up loses nothing either
         sources = capture.open_sources(self.settings)
         self.settings = dataclasses.replace(self.settings, interface_labels=capture.interface_labels(sources))
@@ -109,11 +105,9 @@ class Supervisor:
         finally:
             self._clean_up(topo)
         self._drain_reports(topo)
-        if self.output_closed and not self.failed:
-            return EXIT_OK  # as tcpdump and jq at a closed pipe: no summary, no error
-        totals = summary.final_totals(topo, self.workers_died, self.capture_died, self.failed)
-        self._say(summary.summary_line(totals, self.workers_died, self.settings.output == "bigquery"), "info",
-                  **summary.log_fields(totals))
+        if self.failed or not self.output_closed:  # a closed pipe (| head) ends without one, as tcpdump ends
+            summary.say_final(self._say, topo, self.workers_died, self.capture_died, self.failed,
+                              self.settings.output == "bigquery")
         return EXIT_FAILURE if self.failed else EXIT_DAMAGED if self.damaged else EXIT_OK
 
     def _loop(self, topo: Topology) -> None:
