@@ -143,15 +143,22 @@ def _sensor_id(text: str) -> str:
 
 
 _COMMAND_LINE: list[str] = []  # the arguments being parsed: an error names a setting by where it came from
-_BAD_ARGUMENT = re.compile(r"^argument (?:(-\w)/)?--([\w-]+):")
+_BAD_ARGUMENT = re.compile(r"^argument (?:-\w/)?(--[\w-]+):")
 
 
-_CAPTURE_OPTIONS: list[str] = []  # capture's long flags without '--', for the nearest to a misspelt setting
+def _on_command_line(*options: str) -> bool:
+    """Whether the command line itself gives one of a flag's option strings (``--flag``, ``--flag=x``, ``-f``,
+    ``-fVALUE``), rather than DEVOURER_* or the config file."""
+    def gives(a: str, o: str) -> bool:
+        return a == o or a.startswith(o + "=") if o.startswith("--") else a.startswith(o) and not a.startswith("--")
+
+    return any(gives(a, o) for a in _COMMAND_LINE for o in options)
 
 
-def _config_line_of(word: str) -> str:
-    """'unrecognized arguments: --flow_timout=10s' for a key of the config file: its line, and the nearest
-    setting (configargparse hands config keys on as flags, so a typo there reads as one on the command line)."""
+def _config_line_of(word: str, options: list[str]) -> str:
+    """'unrecognized arguments: --flow_timout=10s' for a key of the config file: its line, and the nearest of
+    ``options`` (configargparse hands config keys on as flags, so a typo there reads as one on the command
+    line)."""
     import difflib
 
     key = word[2:].split("=", 1)[0]
@@ -165,36 +172,34 @@ def _config_line_of(word: str) -> str:
                     break
     except OSError:
         pass
-    close = difflib.get_close_matches(key.replace("_", "-"), _CAPTURE_OPTIONS, n=1, cutoff=0.6)
+    close = difflib.get_close_matches(key.replace("_", "-"), options, n=1, cutoff=0.6)
     return f"{where}: unknown setting {key!r}" + (f" (did you mean {close[0]}?)" if close else "")
 
 
-def _named_by_source(message: str) -> str:
+def _named_by_source(parser: configargparse.ArgumentParser, message: str) -> str:
     """'argument --workers: ...' for a value that came from the environment names the variable instead
-    (DEVOURER_WORKERS=abc is not on the command line, where the user would look)."""
+    (DEVOURER_WORKERS=abc is not on the command line, where the user would look); an unknown flag that came
+    from the config file names its line."""
     if message.startswith("unrecognized arguments: "):
-        words = message.split(": ", 1)[1].split()
-        from_file = [w for w in words if w.startswith("--") and w not in _COMMAND_LINE]
-        if from_file and any(a in ("-c", "--config") or a.startswith("--config=") for a in _COMMAND_LINE):
-            return _config_line_of(from_file[0])
+        capture = getattr(parser, "capture_parser", None)
+        from_file = [w for w in message.split(": ", 1)[1].split() if w.startswith("--") and w not in _COMMAND_LINE]
+        if capture is not None and from_file and _on_command_line("--config", "-c"):
+            options = sorted(o[2:] for a in capture._actions for o in a.option_strings if o.startswith("--"))
+            return _config_line_of(from_file[0], options)
         return message
     m = _BAD_ARGUMENT.match(message)
-    if not m:
+    action = parser._option_string_actions.get(m.group(1)) if m else None
+    variable = getattr(action, "env_var", None)
+    if variable is None or variable not in os.environ or _on_command_line(*action.option_strings):
         return message
-    short, flag = m.groups()
-    variable = "DEVOURER_" + flag.upper().replace("-", "_")
-    on_line = any(a == f"--{flag}" or a.startswith(f"--{flag}=") or (short and a.startswith(short))
-                  for a in _COMMAND_LINE)
-    if on_line or variable not in os.environ:
-        return message
-    return f"{variable} (--{flag}):" + message[m.end():]
+    return f"{variable} ({m.group(1)}):" + message[m.end():]
 
 
 class _Parser(configargparse.ArgumentParser):
     """argparse prints usage and the error on two lines; we print one."""
 
     def error(self, message):
-        sys.stderr.write(f"{self.prog}: error: {_named_by_source(message)}\n")
+        sys.stderr.write(f"{self.prog}: error: {_named_by_source(self, message)}\n")
         sys.exit(EXIT_USAGE)
 
 
@@ -264,8 +269,7 @@ def build_parser() -> _Parser:
     cap.add_argument("-V", "--version", action=_VersionAction,
                      help="print the versions and exit (as 'devourer version')")
     _add_query_parser(sub)
-    parser.capture_parser = cap  # its flags are the DEVOURER_* variables
-    _CAPTURE_OPTIONS[:] = sorted(o[2:] for a in cap._actions for o in a.option_strings if o.startswith("--"))
+    parser.capture_parser = cap  # its flags are the DEVOURER_* variables and the config file's keys
     return parser
 
 
@@ -583,14 +587,11 @@ _OTHER_VARIABLES = {"DEVOURER_STORE", "DEVOURER_BIGQUERY_SA_KEY_DATA", "DEVOURER
 
 def unknown_variables(parser: configargparse.ArgumentParser, environ=os.environ) -> list[str]:
     """One warning per DEVOURER_* variable that sets nothing (a misspelt one would be ignored silently),
-    naming the closest known one."""
+    naming the closest known one. The known ones are those configargparse gave ``parser``'s flags (after a
+    parse) and ``_OTHER_VARIABLES``."""
     import difflib
 
-    known = set(_OTHER_VARIABLES)
-    for action in parser._actions:
-        for option in action.option_strings:
-            if option.startswith("--"):
-                known.add("DEVOURER_" + option[2:].upper().replace("-", "_"))
+    known = _OTHER_VARIABLES | {a.env_var for a in parser._actions if getattr(a, "env_var", None)}
     out = []
     for name in sorted(n for n in environ if n.startswith("DEVOURER_") and n not in known):
         close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
@@ -601,12 +602,13 @@ def unknown_variables(parser: configargparse.ArgumentParser, environ=os.environ)
 
 def _given_on_command_line(files_after_options: bool) -> set[str]:
     """Which of the two sources the command line itself gives (rather than DEVOURER_* or the config file)."""
-    given = {"read_file"} if files_after_options else set()
-    for a in _COMMAND_LINE:
-        for name, short, long in (("interface", "-i", "--interface"), ("read_file", "-r", "--read-file")):
-            if a == long or a.startswith(long + "=") or (a.startswith(short) and not a.startswith("--")):
-                given.add(name)
-    return given
+    given = {"read_file"} if files_after_options or _on_command_line("--read-file", "-r") else set()
+    return given | ({"interface"} if _on_command_line("--interface", "-i") else set())
+
+
+def _output_of(args) -> str:
+    """-o as given, else file where -w names one (as tcpdump's -w), else stdout."""
+    return args.output or ("file" if args.write_file else "stdout")
 
 
 def settings_from_args(args) -> Settings:
@@ -630,8 +632,7 @@ def settings_from_args(args) -> Settings:
             raise UsageError("give either -i/--interface or -r/--read-file, not both")
     if not args.interface and not files:
         raise UsageError("nothing to capture from: give -i INTERFACE or -r FILE")
-    if args.output is None:
-        args.output = "file" if args.write_file else "stdout"
+    args.output = _output_of(args)
     if args.output == "file" and not args.write_file:
         raise UsageError("-o file needs -w/--write-file PATH")
     apply_bigquery_aliases(args)
@@ -680,7 +681,7 @@ def _configure_logs(args) -> None:
     opened with that user's rights (root follows no path in a folder the user controls)."""
     level = {"warn": "warning"}.get(args.log_level, args.log_level) or ("warning" if args.quiet else "info")
     try:
-        if args.log_output == "stdout" and (args.output or ("file" if args.write_file else "stdout")) == "stdout":
+        if args.log_output == "stdout" and _output_of(args) == "stdout":
             raise UsageError("--log-output stdout: the flow records go to stdout; log to stderr or a file, or "
                              "write the flows elsewhere (-w PATH, -o parquet, -o bigquery)")
         run_as = resolve_user(args.user, args.group) if args.user and os.geteuid() == 0 else None

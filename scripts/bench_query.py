@@ -27,7 +27,6 @@ sys.path.insert(0, str(REPO / "scripts"))
 from bench import DATA, generate  # noqa: E402
 
 from devourer.query import spec  # noqa: E402
-from devourer.query.conditions import FUNCTIONS  # noqa: E402
 from devourer.query.sources import _duckdb, store_files  # noqa: E402
 from devourer.query.sql import compile_query  # noqa: E402
 
@@ -79,7 +78,7 @@ def main() -> int:
     capture = generate("large")
     make_store(args.store, capture, args.replays)
     files = store_files(str(args.store), spec.Window(spec.EARLIEST, spec.LATEST))
-    con = _duckdb(" ".join(FUNCTIONS))  # every function of devourer's, whatever the query
+    con = _duckdb()
     flows = con.execute("SELECT count(*) FROM read_parquet(?)", [files]).fetchone()[0]
     print(f"store {args.store}: {flows:,} flows, {len(files)} files, {_size(args.store) / 1e6:.0f} MB "
           f"({_size(args.store) / flows:.1f} bytes a flow); {os.cpu_count()} CPUs")

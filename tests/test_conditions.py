@@ -147,17 +147,22 @@ def test_a_flow_is_found_by_its_community_id(store_and_records):
     assert got == sorted(r["id"] for r in records if r["community_id"] == wanted) and got
 
 
+def _sources_selected(condition: str, addresses: list[str]) -> set[str]:
+    """The addresses, as src_addr, that the condition's DuckDB SQL keeps."""
+    where, params = to_sql(parse(condition))
+    con = duckdb.connect()
+    register(con)
+    return {a for (a,) in con.execute(f"SELECT src_addr FROM (SELECT unnest(?) AS src_addr) WHERE {where}",
+                                      [addresses, *params]).fetchall()}
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.ip_addresses(v=4).map(str), min_size=1, max_size=20), st.ip_addresses(v=4), st.integers(0, 32),
        st.sampled_from(["=", "!="]))
 def test_an_ipv4_net_in_sql_is_the_net_of_ipaddress(addresses, base, prefix, operator):
     network = ipaddress.ip_network(f"{base}/{prefix}", strict=False)
     addresses += [str(network.network_address), str(network.broadcast_address), "2001:db8::1", "::ffff:10.0.0.1"]
-    where, params = to_sql(parse(f"snet {operator} {network}"))
-    con = duckdb.connect()
-    register(con)
-    got = {a for (a,) in con.execute(f"SELECT src_addr FROM (SELECT unnest(?) AS src_addr) WHERE {where}",
-                                     [addresses, *params]).fetchall()}
+    got = _sources_selected(f"snet {operator} {network}", addresses)
     inside = {a for a in addresses if ipaddress.ip_address(a).version == 4 and ipaddress.ip_address(a) in network}
     assert got == (inside if operator == "=" else set(addresses) - inside)
 
@@ -175,10 +180,6 @@ def test_an_ipv6_net_in_sql_is_the_net_of_ipaddress(addresses, base, prefix, ope
     for every prefix 0-128; IPv4 text is in no IPv6 network."""
     network = ipaddress.ip_network(f"{base}/{prefix}", strict=False)
     addresses += [str(network.network_address), str(network.broadcast_address), "10.0.0.1", "::", "::1"]
-    where, params = to_sql(parse(f"snet {operator} {network}"))
-    con = duckdb.connect()
-    register(con)
-    got = {a for (a,) in con.execute(f"SELECT src_addr FROM (SELECT unnest(?) AS src_addr) WHERE {where}",
-                                     [addresses, *params]).fetchall()}
+    got = _sources_selected(f"snet {operator} {network}", addresses)
     inside = {a for a in addresses if ipaddress.ip_address(a).version == 6 and ipaddress.ip_address(a) in network}
     assert got == (inside if operator == "=" else set(addresses) - inside)

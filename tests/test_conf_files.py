@@ -17,7 +17,8 @@ CONF = REPO / "conf"
 def _capture_flags() -> set[str]:
     parser = build_parser()
     capture = parser._subparsers._group_actions[0].choices["capture"]
-    return {s[2:] for a in capture._actions for s in a.option_strings if s.startswith("--")} - {"help", "version"}  # actions, not settings
+    flags = {s[2:] for a in capture._actions for s in a.option_strings if s.startswith("--")}
+    return flags - {"help", "version"}  # actions, not settings
 
 
 def test_example_config_names_every_capture_option():

@@ -1,9 +1,9 @@
 """Getting a run ready, before any child exists: what the supervisor does once, in order.
 
-``Supervisor.run`` calls these in turn: ``refuse_unordered_cpu``, the sources are open (``procs.capture.open_sources``), then
-``choose_readers``, ``read_key_file``, the output is tried (``outputs.check_output``), ``warm_up`` loads the
-compiled loops, and ``drop_privileges`` leaves root once nothing more needs it. Each takes the settings and
-gives them back, changed where the step decided something.
+``Supervisor.run`` calls these in turn: ``refuse_unordered_cpu``, the sources are open
+(``procs.capture.open_sources``), then ``choose_readers``, ``read_key_file``, the output is tried
+(``outputs.check_output``), ``warm_up`` loads the compiled loops, and ``drop_privileges`` leaves root once
+nothing more needs it. Each takes the settings and gives them back, changed where the step decided something.
 """
 
 import dataclasses

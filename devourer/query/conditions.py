@@ -339,10 +339,10 @@ def _in_ipv4_net(column: str, n: ipaddress.IPv4Network, param) -> str:
 
 
 def _in_ipv6_net(column: str, n: ipaddress.IPv6Network, param) -> str:
-    """Whether the text address in ``column`` lies in ``n``, in plain SQL: its 32 hex digits
-    (``_ipv6_hex``) start with the network's whole nibbles, and the nibble the prefix cuts lies in the
+    """Whether the text address in ``column`` lies in ``n``, in plain SQL: its 32 hex digits (the macro
+    ``devourer_ipv6_hex``) start with the network's whole nibbles, and the nibble the prefix cuts lies in the
     network's range. IPv4 text (no ':') is not in any IPv6 network; only rows with a ':' are expanded.
-    10 M rows in about a second, where a Python function took 52 s."""
+    10 M rows in 1.6 s, where a Python function took 52 s."""
     whole, rest = divmod(n.prefixlen, 4)
     digits = n.network_address.exploded.replace(":", "")
     hexed = f"devourer_ipv6_hex({column})"
@@ -379,11 +379,8 @@ MACROS = {
                           "':' || repeat('0:', 8 - len(list_filter(string_split(devourer_ipv6_text(a), ':'), "
                           "lambda g: g != '')))), ':'), ':'), lambda g: lpad(g, 4, '0')), '')"),
 }
-FUNCTIONS = tuple(MACROS)  # what ``register`` defines
-
-
 def register(connection) -> None:
-    """The macros ``to_sql``'s DuckDB conditions call (``MACROS``), on a DuckDB connection: DuckDB's
+    """The macros ``to_sql``'s DuckDB conditions call (``MACROS``; a few ms), on a DuckDB connection: DuckDB's
     own inet extension is downloaded on first use, which a sensor cannot count on."""
     for name, (parameters, body) in MACROS.items():
         connection.execute(f"CREATE OR REPLACE TEMP MACRO {name}({parameters}) AS {body}")

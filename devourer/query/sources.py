@@ -48,16 +48,13 @@ def store_span(directory: str) -> tuple[datetime.datetime, datetime.datetime] | 
     return (hours[0], hours[-1] + HOUR) if hours else None
 
 
-def _duckdb(sql: str = ""):
-    """A DuckDB connection for ``sql``, with devourer's functions where it calls them (registering one
-    imports pyarrow, 0.1 s of every query's start otherwise)."""
+def _duckdb():
     import duckdb
 
-    from devourer.query.conditions import FUNCTIONS, register
+    from devourer.query.conditions import register
 
     connection = duckdb.connect(config={"preserve_insertion_order": False})
-    if any(name in sql for name in FUNCTIONS):
-        register(connection)
+    register(connection)
     return connection
 
 
@@ -74,7 +71,7 @@ class StoreSource:
                 return []
             sql, params = compile_query(query, "read_parquet(?, union_by_name = true)", [files], "duckdb")
             try:
-                return _duckdb(sql).execute(sql, params).fetchall()
+                return _duckdb().execute(sql, params).fetchall()
             except duckdb.IOException:  # a file compacted or expired between the listing and the read: again
                 pass
         raise SourceError(f"--store {self.directory}: its files kept changing under the query")
@@ -122,7 +119,7 @@ class JsonLinesSource:
         source_params = [p for files in by_kind.values() for p in (files, RECORD_COLUMNS)]
         sql, params = compile_query(query, f"({' UNION ALL '.join(parts)})", source_params, "duckdb")
         try:
-            return _duckdb(sql).execute(sql, params).fetchall()
+            return _duckdb().execute(sql, params).fetchall()
         except (duckdb.InvalidInputException, duckdb.ConversionException, duckdb.IOException) as e:
             first = str(e).splitlines()[0]
             raise SourceError(f"-r/--read-file: not flow records as -o file writes them ({first})") from None

@@ -168,15 +168,19 @@ def test_an_hour_of_many_files_is_compacted_into_one_with_the_same_rows(tmp_path
     assert not [p for p in store.rglob("*") if p.name.startswith(".") and p.name != STAGING]
 
 
-def test_an_interrupted_compaction_leaves_the_hour_whole_and_is_cleaned_up(tmp_path):
-    """A crash before the swap leaves .hour=HH.new, after it .hour=HH.new with the old files: either way the
-    visible folder is complete, and the next start removes the hidden one."""
+def _one_hour_store(tmp_path):
+    """A store of one capture's flows in one hour folder: (store, its rows, the hour folder)."""
     store = tmp_path / "store"
     sink = ParquetStoreSink(str(store))
     sink.write(FlowBatch(RecordFormatter("s1"), _rows_of("dpkt__nb6-http.pcap")))
     sink.close()
-    before = _store_rows(store)
-    hour = _hour_folders(store)[0]
+    return store, _store_rows(store), _hour_folders(store)[0]
+
+
+def test_an_interrupted_compaction_leaves_the_hour_whole_and_is_cleaned_up(tmp_path):
+    """A crash before the swap leaves .hour=HH.new, after it .hour=HH.new with the old files: either way the
+    visible folder is complete, and the next start removes the hidden one."""
+    store, before, hour = _one_hour_store(tmp_path)
     leftover = hour.parent / f".{hour.name}.new"
     leftover.mkdir()
     (leftover / "compacted-1.parquet").write_bytes(b"PAR1 torn")
@@ -195,12 +199,7 @@ def test_an_interrupted_compaction_leaves_the_hour_whole_and_is_cleaned_up(tmp_p
 def test_a_flow_file_torn_while_written_is_never_read_and_is_removed_at_start(tmp_path):
     """A crash while a piece was written leaves its hidden temporary name; queries skip it, the next start
     removes it, and a hidden file that is no piece of ours stays."""
-    store = tmp_path / "store"
-    sink = ParquetStoreSink(str(store))
-    sink.write(FlowBatch(RecordFormatter("s1"), _rows_of("dpkt__nb6-http.pcap")))
-    sink.close()
-    before = _store_rows(store)
-    hour = _hour_folders(store)[0]
+    store, before, hour = _one_hour_store(tmp_path)
     torn = hour / ".1-1-0.parquet.tmp"
     torn.write_bytes(b"PAR1 torn")
     other = hour / ".notes"
